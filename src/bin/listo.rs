@@ -1,0 +1,173 @@
+//! The `listo` command line (DESIGN §6): `demo`, `node`, `origin`, `simulate`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use listo::sim::{self, SimConfig};
+
+const USAGE: &str = "usage:
+  listo demo [--viewers N] [--seconds S] [--svg FILE]
+      Origin + node + N viewers in one process on loopback, real sockets.
+  listo node --listen ADDR [--control ADDR] [--admin ADDR]
+             [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N]
+      A LISTO node. Viewers connect to --listen; channels come from --channel
+      and from the control port.
+  listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
+      A synthetic live HLS origin (a CDN stand-in).
+  listo simulate [--viewers N] [--seconds S] [--channels C] [--seed X]
+      A whole network in virtual time. The last line printed is one JSON object.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let rest = &args[1..];
+    let result = match cmd.as_str() {
+        "simulate" => simulate(rest),
+        #[cfg(feature = "driver")]
+        "node" => cli_driver::node(rest),
+        #[cfg(feature = "driver")]
+        "origin" => cli_driver::origin(rest),
+        #[cfg(feature = "driver")]
+        "demo" => cli_driver::demo(rest),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        other => Err(format!("unknown command '{other}' (try --help)")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("listo: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Parses `--flag value` pairs into (flag, value).
+fn flag_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if !flag.starts_with("--") {
+            return Err(format!("unexpected argument '{flag}'"));
+        }
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        out.push((flag.as_str(), value.as_str()));
+    }
+    Ok(out)
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("{flag}: '{v}' is not a valid number"))
+}
+
+fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
+    v.parse().map_err(|_| format!("{flag}: '{v}' is not an address like 127.0.0.1:8080 or [::1]:8080"))
+}
+
+fn simulate(args: &[String]) -> Result<(), String> {
+    let mut cfg = SimConfig { viewers: 1000, seconds: 120, channels: 2, ..SimConfig::default() };
+    for (flag, v) in flag_pairs(args)? {
+        match flag {
+            "--viewers" => cfg.viewers = number(flag, v)?,
+            "--seconds" => cfg.seconds = number(flag, v)?,
+            "--channels" => cfg.channels = number(flag, v)?,
+            "--seed" => cfg.seed = number(flag, v)?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if cfg.channels == 0 || cfg.seconds == 0 {
+        return Err("--channels and --seconds must be at least 1".into());
+    }
+    println!(
+        "simulating {} viewers on {} channel(s) for {} virtual seconds (seed {})...",
+        cfg.viewers, cfg.channels, cfg.seconds, cfg.seed
+    );
+    let t = Instant::now();
+    let mut report = sim::run(&cfg);
+    report.wall_ms = t.elapsed().as_millis() as u64;
+    println!(
+        "upstream: {} segment requests for {} distinct segments, {} playlist requests, {:.1} MB",
+        report.upstream_segment_requests,
+        report.distinct_segments,
+        report.upstream_playlist_requests,
+        report.upstream_bytes as f64 / 1e6
+    );
+    println!(
+        "downstream: {:.1} MB to viewers, saving ratio {:.4}, stalls {}",
+        report.downstream_bytes as f64 / 1e6,
+        report.saving_ratio,
+        report.stalls
+    );
+    println!("{}", report.to_json());
+    Ok(())
+}
+
+#[cfg(feature = "driver")]
+mod cli_driver {
+    use super::{addr, flag_pairs, number};
+    use listo::driver::{install_signal_handlers, Driver, DriverConfig};
+    use listo::Instruction;
+
+    /// Parses `NAME=PREFIX@HOST:PORT[,HOST:PORT]`.
+    pub fn parse_channel(spec: &str) -> Result<Instruction, String> {
+        let bad = |why: &str| format!("--channel '{spec}': {why} (expected NAME=PREFIX@HOST:PORT[,HOST:PORT])");
+        let (name, rest) = spec.split_once('=').ok_or_else(|| bad("missing '='"))?;
+        let (prefix, eps) = rest.rsplit_once('@').ok_or_else(|| bad("missing '@'"))?;
+        let endpoints = eps
+            .split(',')
+            .map(|e| e.trim().parse().map_err(|_| bad(&format!("'{e}' is not HOST:PORT with an IP host"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ins = Instruction {
+            channel: name.to_string(),
+            path_prefix: prefix.to_string(),
+            endpoints,
+            host: None,
+            prefetch: Vec::new(),
+        };
+        ins.validate().map_err(|e| bad(&e.to_string()))?;
+        Ok(ins)
+    }
+
+    pub fn node(args: &[String]) -> Result<(), String> {
+        let mut cfg = DriverConfig::default();
+        for (flag, v) in flag_pairs(args)? {
+            match flag {
+                "--listen" => cfg.listen.push(addr(flag, v)?),
+                "--control" => cfg.control = Some(addr(flag, v)?),
+                "--admin" => cfg.admin = Some(addr(flag, v)?),
+                "--channel" => cfg.instructions.push(parse_channel(v)?),
+                "--memory-mib" => cfg.node.memory_budget = number::<u64>(flag, v)?.saturating_mul(1 << 20),
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        if cfg.listen.is_empty() {
+            return Err("--listen ADDR is required".into());
+        }
+        let driver = Driver::bind(cfg.clone()).map_err(|e| e.to_string())?;
+        install_signal_handlers();
+        eprintln!(
+            "listo node: viewers on {}{}{}; {} channel(s)",
+            cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+            cfg.control.map(|a| format!(", control on {a}")).unwrap_or_default(),
+            cfg.admin.map(|a| format!(", admin on {a}")).unwrap_or_default(),
+            cfg.instructions.len()
+        );
+        let counters = driver.run().map_err(|e| e.to_string())?;
+        eprintln!("listo node: stopped ({} connections served)", counters.accepted);
+        Ok(())
+    }
+
+    pub fn origin(_args: &[String]) -> Result<(), String> {
+        Err("origin: not built yet".into())
+    }
+
+    pub fn demo(_args: &[String]) -> Result<(), String> {
+        Err("demo: not built yet".into())
+    }
+}

@@ -1,0 +1,310 @@
+//! The driver's sockets: viewers, upstreams, API connections, and their read/write paths.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+
+use super::api::ApiConn;
+use super::Driver;
+use crate::{Transmit, UpTransmit, UpstreamId, ViewerId};
+
+/// What a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Viewers (the node's HTTP port).
+    Viewers,
+    /// The control port (LA/LC).
+    Control,
+    /// The admin port (LR).
+    Admin,
+}
+
+/// A viewer socket.
+pub(super) struct ViewerSock {
+    stream: TcpStream,
+    id: ViewerId,
+    /// The last write would block: wait for a writable event.
+    blocked: bool,
+    /// Bytes are queued in the node for it (so a drain waits for it).
+    pending: bool,
+}
+
+impl ViewerSock {
+    pub(super) fn busy(&self) -> bool {
+        self.pending
+    }
+}
+
+/// An upstream socket.
+pub(super) struct UpSock {
+    stream: TcpStream,
+    id: UpstreamId,
+    connected: bool,
+}
+
+/// One registered thing.
+pub(super) enum Entry {
+    Listener(Listener, TcpListener),
+    Viewer(ViewerSock),
+    Upstream(UpSock),
+    Api(ApiConn),
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl Driver {
+    pub(super) fn event(&mut self, token: mio::Token, readable: bool, writable: bool) {
+        match self.entries.get(&token) {
+            Some(Entry::Listener(kind, _)) => {
+                let kind = *kind;
+                self.accept(token, kind);
+            }
+            Some(Entry::Viewer(_)) => {
+                if readable {
+                    self.read_viewer(token);
+                }
+                if writable {
+                    if let Some(Entry::Viewer(v)) = self.entries.get_mut(&token) {
+                        v.blocked = false;
+                    }
+                    self.flush_viewer(token);
+                }
+            }
+            Some(Entry::Upstream(_)) => {
+                if writable {
+                    self.upstream_writable(token);
+                }
+                if readable {
+                    self.read_upstream(token);
+                }
+            }
+            Some(Entry::Api(_)) => self.api_event(token, readable, writable),
+            None => {}
+        }
+    }
+
+    fn accept(&mut self, token: Token, kind: Listener) {
+        for _ in 0..1024 {
+            let Some(Entry::Listener(_, l)) = self.entries.get(&token) else { return };
+            let (mut stream, peer) = match l.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let t = self.token();
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if self.poll.registry().register(&mut stream, t, interest).is_err() {
+                continue;
+            }
+            match kind {
+                Listener::Viewers => {
+                    self.counters.accepted += 1;
+                    let id = self.node.user_open(self.now(), Some(peer));
+                    self.viewers.insert(id.0, t);
+                    self.entries.insert(t, Entry::Viewer(ViewerSock { stream, id, blocked: false, pending: false }));
+                }
+                Listener::Control | Listener::Admin => {
+                    self.entries.insert(t, Entry::Api(ApiConn::new(stream, kind)));
+                }
+            }
+        }
+    }
+
+    fn read_viewer(&mut self, token: Token) {
+        let mut buf = [0u8; READ_CHUNK];
+        for _ in 0..64 {
+            let Some(Entry::Viewer(v)) = self.entries.get_mut(&token) else { return };
+            let id = v.id;
+            match v.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.drop_viewer(token);
+                    return;
+                }
+                Ok(n) => {
+                    let now = self.now();
+                    let _ = self.node.user_recv(now, id, &buf[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_viewer(token);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the node has for this viewer (vectored, from the shared buffers) until it
+    /// is drained or the socket would block.
+    pub(super) fn flush_viewer(&mut self, token: Token) {
+        for _ in 0..1024 {
+            let Some(Entry::Viewer(v)) = self.entries.get_mut(&token) else { return };
+            if v.blocked {
+                v.pending = true;
+                return;
+            }
+            let id = v.id;
+            let mut slices = [IoSlice::new(&[]); 64];
+            let written = match self.node.user_poll_transmit(id, &mut slices) {
+                Ok(Transmit::Send(n)) => {
+                    let total: usize = slices[..n].iter().map(|s| s.len()).sum();
+                    match v.stream.write_vectored(&slices[..n]) {
+                        Ok(k) => {
+                            if k < total {
+                                v.blocked = true;
+                            }
+                            Ok(k)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            v.blocked = true;
+                            Ok(0)
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+                        Err(e) => Err(e),
+                    }
+                }
+                Ok(Transmit::Close) => {
+                    self.counters.closed_by_node += 1;
+                    self.drop_viewer(token);
+                    return;
+                }
+                Ok(Transmit::Wait) => {
+                    v.pending = false;
+                    return;
+                }
+                Err(_) => {
+                    self.drop_viewer(token);
+                    return;
+                }
+            };
+            match written {
+                Ok(k) => {
+                    let now = self.now();
+                    let _ = self.node.user_sent(now, id, k);
+                }
+                Err(_) => {
+                    self.drop_viewer(token);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn drop_viewer(&mut self, token: Token) {
+        if let Some(Entry::Viewer(mut v)) = self.entries.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut v.stream);
+            self.viewers.remove(&v.id.0);
+            let now = self.now();
+            let _ = self.node.user_close(now, v.id);
+        }
+    }
+
+    pub(super) fn connect(&mut self, u: UpstreamId, addr: SocketAddr) {
+        let now = self.now();
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(_) => {
+                self.counters.connect_errors += 1;
+                let _ = self.node.upstream_closed(now, u);
+                return;
+            }
+        };
+        let t = self.token();
+        if self.poll.registry().register(&mut stream, t, Interest::READABLE | Interest::WRITABLE).is_err() {
+            let _ = self.node.upstream_closed(now, u);
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        self.upstreams.insert(u.0, t);
+        self.entries.insert(t, Entry::Upstream(UpSock { stream, id: u, connected: false }));
+    }
+
+    fn upstream_writable(&mut self, token: Token) {
+        let Some(Entry::Upstream(s)) = self.entries.get_mut(&token) else { return };
+        if !s.connected {
+            // A non-blocking connect finished: success if there is a peer and no error.
+            let ok = matches!(s.stream.take_error(), Ok(None)) && s.stream.peer_addr().is_ok();
+            let id = s.id;
+            if !ok {
+                self.counters.connect_errors += 1;
+                self.drop_upstream(token);
+                return;
+            }
+            s.connected = true;
+            let now = self.now();
+            let _ = self.node.upstream_connected(now, id);
+        }
+        self.flush_upstream(token);
+    }
+
+    pub(super) fn flush_upstream(&mut self, token: Token) {
+        for _ in 0..64 {
+            let Some(Entry::Upstream(s)) = self.entries.get_mut(&token) else { return };
+            if !s.connected {
+                return;
+            }
+            let id = s.id;
+            let r = match self.node.upstream_poll_transmit(id) {
+                Ok(UpTransmit::Send(b)) => match s.stream.write(b) {
+                    Ok(k) => Some(k),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Some(0),
+                    Err(_) => None,
+                },
+                Ok(UpTransmit::Close) | Err(_) => None,
+                Ok(UpTransmit::Wait) => return,
+            };
+            match r {
+                Some(k) => {
+                    let now = self.now();
+                    let _ = self.node.upstream_sent(now, id, k);
+                }
+                None => {
+                    self.drop_upstream(token);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read_upstream(&mut self, token: Token) {
+        for _ in 0..64 {
+            let Some(Entry::Upstream(s)) = self.entries.get_mut(&token) else { return };
+            if !s.connected {
+                return;
+            }
+            let id = s.id;
+            let mut buf = BytesMut::zeroed(READ_CHUNK);
+            match s.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.drop_upstream(token);
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    let now = self.now();
+                    let _ = self.node.upstream_recv_bytes(now, id, buf.freeze());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.drop_upstream(token);
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn drop_upstream(&mut self, token: Token) {
+        if let Some(Entry::Upstream(mut s)) = self.entries.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut s.stream);
+            self.upstreams.remove(&s.id.0);
+            let now = self.now();
+            let _ = self.node.upstream_closed(now, s.id);
+        }
+    }
+}

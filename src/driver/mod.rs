@@ -1,0 +1,259 @@
+//! The reference driver (feature `driver`): one `mio` poll loop that runs a [`Node`] on real
+//! sockets — viewers, upstream connections, the control port (LA/LC) and the admin port (LR).
+//!
+//! What it owes the core, and nothing more: accept and read viewer bytes, connect upstream
+//! when the node asks, write what the node gives with vectored writes straight from the shared
+//! buffers, honour `poll_timeout`, and close what the node wants closed.
+
+mod api;
+mod conn;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use parking_lot::Mutex;
+
+use crate::{Config, ConnId, Instruction, Node, Stats};
+use conn::{Entry, Listener};
+
+/// How a driver runs.
+#[derive(Debug, Clone, Default)]
+pub struct DriverConfig {
+    /// Viewer listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Control port (LA/LC JSON API), if any.
+    pub control: Option<SocketAddr>,
+    /// Admin port (LR: `/metrics`, `/v1/stats`), if any.
+    pub admin: Option<SocketAddr>,
+    /// The node's configuration.
+    pub node: Config,
+    /// Channels instructed at start.
+    pub instructions: Vec<Instruction>,
+    /// How long in-flight responses may take to finish after a stop request.
+    pub drain: Duration,
+}
+
+/// Asks a running driver to stop (from another thread or a signal handler's flag).
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl StopHandle {
+    /// Stop accepting, finish in-flight responses (bounded by `drain`), return from `run`.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// Set by SIGINT/SIGTERM once [`install_signal_handlers`] ran.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGINT and SIGTERM stop every driver in the process cleanly (exit path of `listo node`).
+pub fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+const WAKER: Token = Token(0);
+
+/// A node on real sockets.
+pub struct Driver {
+    poll: Poll,
+    node: Node,
+    entries: HashMap<Token, Entry>,
+    viewers: HashMap<u64, Token>,
+    upstreams: HashMap<u64, Token>,
+    next_token: usize,
+    start: Instant,
+    stop: StopHandle,
+    stats: Arc<Mutex<Stats>>,
+    local: Vec<(Listener, SocketAddr)>,
+    drain: Duration,
+    counters: DriverCounters,
+}
+
+/// Connection-level counters the driver keeps (the node counts requests and bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverCounters {
+    /// Viewer connections accepted.
+    pub accepted: u64,
+    /// Viewer connections closed because the node asked (errors, slow viewers, idle).
+    pub closed_by_node: u64,
+    /// Upstream connects that failed at once.
+    pub connect_errors: u64,
+}
+
+impl Driver {
+    /// Binds every listener (a port in use fails here) and instructs the static channels.
+    pub fn bind(cfg: DriverConfig) -> io::Result<Driver> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut node = Node::new(cfg.node.clone());
+        let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        node.set_wall_clock(0, started_unix);
+        for ins in cfg.instructions.iter().cloned() {
+            node.instruct(0, ins).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        }
+        let mut d = Driver {
+            poll,
+            node,
+            entries: HashMap::new(),
+            viewers: HashMap::new(),
+            upstreams: HashMap::new(),
+            next_token: 1,
+            start: Instant::now(),
+            stop: StopHandle { flag: Arc::new(AtomicBool::new(false)), waker },
+            stats: Arc::new(Mutex::new(Stats::default())),
+            local: Vec::new(),
+            drain: if cfg.drain.is_zero() { Duration::from_secs(3) } else { cfg.drain },
+            counters: DriverCounters::default(),
+        };
+        for addr in &cfg.listen {
+            d.listen(*addr, Listener::Viewers)?;
+        }
+        if let Some(a) = cfg.control {
+            d.listen(a, Listener::Control)?;
+        }
+        if let Some(a) = cfg.admin {
+            d.listen(a, Listener::Admin)?;
+        }
+        Ok(d)
+    }
+
+    fn listen(&mut self, addr: SocketAddr, kind: Listener) -> io::Result<()> {
+        let mut l = TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let token = self.token();
+        self.poll.registry().register(&mut l, token, Interest::READABLE)?;
+        self.local.push((kind, l.local_addr()?));
+        self.entries.insert(token, Entry::Listener(kind, l));
+        Ok(())
+    }
+
+    fn token(&mut self) -> Token {
+        self.next_token += 1;
+        Token(self.next_token)
+    }
+
+    /// The bound address of the first listener of a kind (useful with port 0).
+    pub fn local_addr(&self, kind: Listener) -> Option<SocketAddr> {
+        self.local.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
+    }
+
+    /// A handle that stops `run` from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// A snapshot of the node's counters, refreshed every 250 ms while running.
+    pub fn stats_handle(&self) -> Arc<Mutex<Stats>> {
+        self.stats.clone()
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Runs until stopped (handle or signal), then drains in-flight responses for up to the
+    /// configured time. Returns the connection counters.
+    pub fn run(mut self) -> io::Result<DriverCounters> {
+        let mut events = Events::with_capacity(1024);
+        let mut stopping: Option<Instant> = None;
+        let mut last_stats = Instant::now() - Duration::from_secs(1);
+        loop {
+            let now = self.now();
+            let mut timeout = Duration::from_millis(250);
+            if let Some(t) = self.node.poll_timeout() {
+                timeout = timeout.min(Duration::from_nanos(t.saturating_sub(now)));
+            }
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    continue;
+                }
+                self.event(ev.token(), ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
+            }
+            let now = self.now();
+            self.node.handle_timeout(now);
+            self.pump();
+            if last_stats.elapsed() >= Duration::from_millis(250) {
+                *self.stats.lock() = self.node.stats();
+                last_stats = Instant::now();
+            }
+            let asked = self.stop.flag.load(Ordering::SeqCst) || SIGNALLED.load(Ordering::SeqCst);
+            if asked && stopping.is_none() {
+                stopping = Some(Instant::now());
+                self.stop_accepting();
+            }
+            if let Some(since) = stopping {
+                let busy = self.entries.values().any(|e| matches!(e, Entry::Viewer(c) if c.busy()));
+                if !busy || since.elapsed() >= self.drain {
+                    *self.stats.lock() = self.node.stats();
+                    return Ok(self.counters);
+                }
+            }
+        }
+    }
+
+    fn stop_accepting(&mut self) {
+        let tokens: Vec<Token> =
+            self.entries.iter().filter(|(_, e)| matches!(e, Entry::Listener(..))).map(|(t, _)| *t).collect();
+        for t in tokens {
+            if let Some(Entry::Listener(_, mut l)) = self.entries.remove(&t) {
+                let _ = self.poll.registry().deregister(&mut l);
+            }
+        }
+    }
+
+    /// Drains what the node wants done: connects, then writes/closes on ready connections.
+    fn pump(&mut self) {
+        for _ in 0..100_000 {
+            let mut progressed = false;
+            while let Some((u, addr)) = self.node.poll_connect() {
+                progressed = true;
+                self.connect(u, addr);
+            }
+            while let Some(c) = self.node.poll_ready() {
+                progressed = true;
+                match c {
+                    ConnId::Viewer(v) => {
+                        if let Some(t) = self.viewers.get(&v.0).copied() {
+                            self.flush_viewer(t);
+                        } else {
+                            let _ = self.node.user_close(self.now(), v);
+                        }
+                    }
+                    ConnId::Upstream(u) => {
+                        if let Some(t) = self.upstreams.get(&u.0).copied() {
+                            self.flush_upstream(t);
+                        } else {
+                            let _ = self.node.upstream_closed(self.now(), u);
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! Upstream fetches: one per filling object. Connection pool per endpoint, one retry on the
+//! next endpoint, freshness on completion, and failure (502/504, object dropped).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use super::{ConnId, Node, UpstreamId};
+use crate::admin::Event;
+use crate::media;
+use crate::store::{ObjId, ObjKind, ObjectKey};
+use crate::upstream::{UpConn, UpEvent, UpPhase};
+
+/// Connections toward one endpoint.
+#[derive(Debug, Default)]
+pub(super) struct Pool {
+    /// Connected, idle connections.
+    idle: Vec<u64>,
+    /// Connections open or opening (counted against the pool size).
+    open: usize,
+    /// Fetches waiting for a connection.
+    waiting: VecDeque<ObjId>,
+}
+
+/// One upstream fetch (of one object).
+#[derive(Debug)]
+pub(super) struct Fetch {
+    channel: u64,
+    path: String,
+    host: String,
+    endpoints: Vec<SocketAddr>,
+    attempt: usize,
+    silent_retries: u8,
+    conn: Option<u64>,
+}
+
+impl Node {
+    /// Creates the fetch for a new filling object and sends it on its way.
+    pub(super) fn start_fetch(&mut self, now: u64, obj: ObjId, channel: u64, path: String) {
+        let Some(ch) = self.channels.by_id(channel) else { return };
+        let fetch = Fetch {
+            channel,
+            path,
+            host: ch.host.clone(),
+            endpoints: ch.instruction.endpoints.clone(),
+            attempt: 0,
+            silent_retries: 0,
+            conn: None,
+        };
+        self.fetches.insert(obj, fetch);
+        self.timers.arm_sweep(now);
+        self.dispatch(now, obj);
+    }
+
+    /// Fetches `path` of `channel` now unless it is cached or already being fetched.
+    pub(super) fn prefetch(&mut self, now: u64, channel: u64, path: &str) {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        let key = ObjectKey { channel, path: super::serve::normalize_key(path, query).into() };
+        if self.store.lookup(&key, now) == crate::store::Lookup::Miss {
+            let kind = if media::is_playlist_path(path) { ObjKind::Playlist } else { ObjKind::Segment };
+            let upstream_path = key.path.to_string();
+            let id = self.store.insert_filling(key, kind, now);
+            self.start_fetch(now, id, channel, upstream_path);
+        }
+    }
+
+    fn dispatch(&mut self, now: u64, obj: ObjId) {
+        let Some(f) = self.fetches.get(&obj) else { return };
+        let Some(&ep) = f.endpoints.get(f.attempt % f.endpoints.len().max(1)) else { return };
+        let pool_size = self.cfg.upstream_pool_size.max(1);
+        let pool = self.pools.entry(ep).or_default();
+        if let Some(u) = pool.idle.pop() {
+            self.assign(now, u, obj);
+        } else if pool.open < pool_size {
+            pool.open += 1;
+            let id = self.alloc_id();
+            let mut conn = UpConn::new(ep, Some(obj));
+            conn.deadline = now + self.cfg.connect_timeout;
+            self.upstreams.insert(id, conn);
+            self.connects.push_back((UpstreamId(id), ep));
+            if let Some(f) = self.fetches.get_mut(&obj) {
+                f.conn = Some(id);
+            }
+            self.reschedule_upstream(id);
+        } else {
+            pool.waiting.push_back(obj);
+        }
+    }
+
+    fn assign(&mut self, now: u64, u: u64, obj: ObjId) {
+        let (Some(f), Some(conn)) = (self.fetches.get_mut(&obj), self.upstreams.get_mut(&u)) else { return };
+        conn.start_request(obj, &f.path, &f.host);
+        conn.deadline = now + self.cfg.first_byte_timeout;
+        f.conn = Some(u);
+        if let Some(s) = self.chan_stats.get_mut(&f.channel) {
+            s.upstream_requests += 1;
+        }
+        self.reschedule_upstream(u);
+        self.mark_ready(ConnId::Upstream(UpstreamId(u)));
+    }
+
+    /// A connection became idle: give it the fetch it was opened for, or a waiting one, or
+    /// park it in the pool.
+    pub(super) fn conn_idle(&mut self, now: u64, u: u64) {
+        let Some(conn) = self.upstreams.get_mut(&u) else { return };
+        let ep = conn.endpoint;
+        if let Some(obj) = conn.fetch.take() {
+            if self.fetches.contains_key(&obj) {
+                self.assign(now, u, obj);
+                return;
+            }
+        }
+        let pool = self.pools.entry(ep).or_default();
+        while let Some(obj) = pool.waiting.pop_front() {
+            if self.fetches.contains_key(&obj) {
+                self.assign(now, u, obj);
+                return;
+            }
+        }
+        pool.idle.push(u);
+        if let Some(conn) = self.upstreams.get_mut(&u) {
+            conn.deadline = now + self.cfg.pool_idle_timeout;
+        }
+        self.reschedule_upstream(u);
+    }
+
+    /// Asks the host to close `u` and frees its pool slot (a waiting fetch may open another).
+    /// Idempotent.
+    pub(super) fn close_upstream(&mut self, now: u64, u: u64) {
+        let Some(conn) = self.upstreams.get_mut(&u) else { return };
+        if conn.released {
+            return;
+        }
+        conn.released = true;
+        conn.phase = UpPhase::Closing;
+        conn.deadline = u64::MAX;
+        let ep = conn.endpoint;
+        if let Some(pool) = self.pools.get_mut(&ep) {
+            pool.idle.retain(|x| *x != u);
+            pool.open = pool.open.saturating_sub(1);
+        }
+        self.mark_ready(ConnId::Upstream(UpstreamId(u)));
+        self.refill_pool(now, ep);
+    }
+
+    /// Opens connections for waiting fetches while the pool has room.
+    fn refill_pool(&mut self, now: u64, ep: SocketAddr) {
+        loop {
+            let pool_size = self.cfg.upstream_pool_size.max(1);
+            let Some(pool) = self.pools.get_mut(&ep) else { return };
+            if pool.open >= pool_size {
+                return;
+            }
+            let Some(obj) = pool.waiting.pop_front() else { return };
+            if self.fetches.contains_key(&obj) {
+                // No idle connection exists (it would have taken the fetch): this opens one.
+                self.dispatch(now, obj);
+            }
+        }
+    }
+
+    /// A pooled connection turned out dead before answering: try again, once, not counted.
+    pub(super) fn redispatch_silently(&mut self, now: u64, obj: ObjId) {
+        let Some(f) = self.fetches.get_mut(&obj) else { return };
+        f.conn = None;
+        if f.silent_retries < 1 {
+            f.silent_retries += 1;
+            self.dispatch(now, obj);
+        } else {
+            self.fetch_failed(now, obj, 502, "upstream closed before the head", true);
+        }
+    }
+
+    /// A connection failed (connect, timeout) in `phase`: fail or retry its fetch.
+    pub(super) fn conn_failed(&mut self, now: u64, u: u64, phase: UpPhase, status: u16, reason: &'static str) {
+        let obj = match self.upstreams.get_mut(&u) {
+            Some(c) => c.fetch.take(),
+            None => self.fetches.iter().find(|(_, f)| f.conn == Some(u)).map(|(o, _)| *o),
+        };
+        let Some(obj) = obj else { return };
+        let head_sent = phase == UpPhase::Body;
+        self.fetch_failed(now, obj, status, reason, !head_sent);
+    }
+
+    /// Handles what a response turned into.
+    pub(super) fn handle_up_events(&mut self, now: u64, u: u64, events: Vec<UpEvent>) {
+        let obj = self.upstreams.get(&u).and_then(|c| c.fetch);
+        let mut obj = obj.or_else(|| self.fetches.iter().find(|(_, f)| f.conn == Some(u)).map(|(o, _)| *o));
+        if let Some(c) = self.upstreams.get_mut(&u) {
+            if c.phase == UpPhase::Body {
+                c.deadline = now + self.cfg.body_idle_timeout;
+            }
+        }
+        for ev in events {
+            let Some(id) = obj else {
+                // Bytes on a connection with no fetch: close it.
+                self.close_upstream(now, u);
+                return;
+            };
+            match ev {
+                UpEvent::Head(head) => {
+                    if head.status >= 500 {
+                        if let Some(c) = self.upstreams.get_mut(&u) {
+                            c.fetch = None;
+                        }
+                        self.close_upstream(now, u);
+                        self.fetch_failed(now, id, 502, "upstream answered 5xx", true);
+                        return;
+                    }
+                    if let Some(o) = self.store.get_mut(id) {
+                        o.no_store = head.no_store;
+                        o.head = Some(head);
+                    }
+                    self.object_head(now, id);
+                }
+                UpEvent::Data(chunk) => {
+                    if let Some(ch) = self.fetches.get(&id).map(|f| f.channel) {
+                        if let Some(s) = self.chan_stats.get_mut(&ch) {
+                            s.upstream_bytes += chunk.len() as u64;
+                        }
+                    }
+                    self.store.append(id, chunk.clone());
+                    self.object_data(now, id, chunk);
+                }
+                UpEvent::Done { reusable } => {
+                    self.fetches.remove(&id);
+                    self.complete_object(now, id);
+                    obj = None;
+                    if reusable {
+                        self.conn_idle(now, u);
+                    } else {
+                        self.close_upstream(now, u);
+                    }
+                }
+                UpEvent::Failed(e) => {
+                    let head_known = self.store.get(id).is_some_and(|o| o.head.is_some());
+                    if let Some(c) = self.upstreams.get_mut(&u) {
+                        c.fetch = None;
+                    }
+                    self.close_upstream(now, u);
+                    self.fetch_failed(now, id, e.status.max(502), e.reason, !head_known);
+                    return;
+                }
+            }
+        }
+        self.reschedule_upstream(u);
+    }
+
+    /// Retries on the next endpoint (once, before anything reached a viewer), else fails the
+    /// object: waiting viewers get `status`, streaming ones are closed, nothing is kept.
+    pub(super) fn fetch_failed(&mut self, now: u64, obj: ObjId, status: u16, reason: &str, retryable: bool) {
+        let Some(f) = self.fetches.get_mut(&obj) else { return };
+        f.conn = None;
+        if retryable && f.attempt == 0 && f.endpoints.len() > 1 {
+            f.attempt = 1;
+            self.dispatch(now, obj);
+            return;
+        }
+        let Some(f) = self.fetches.remove(&obj) else { return };
+        let mut channel_name = String::new();
+        if let Some(s) = self.chan_stats.get_mut(&f.channel) {
+            s.upstream_failures += 1;
+            channel_name = s.channel.clone();
+        }
+        self.events.push(Event::UpstreamFailed {
+            channel: channel_name,
+            path: f.path,
+            status,
+            reason: reason.to_string(),
+        });
+        if let Some(o) = self.store.remove(obj) {
+            self.object_failed(now, o.readers, obj, status);
+        }
+    }
+
+    /// Freshness of a completed object, then wakes its readers.
+    fn complete_object(&mut self, now: u64, id: ObjId) {
+        let Some(o) = self.store.get(id) else { return };
+        let channel_alive = self.channels.by_id(o.key.channel).is_some();
+        let head = o.head.as_ref();
+        let status = head.map_or(0, |h| h.status);
+        let max_age = head.and_then(|h| h.max_age).map(|s| s.saturating_mul(crate::config::SECOND));
+        let second = crate::config::SECOND;
+        let mut window_marks: Vec<(ObjectKey, u64)> = Vec::new();
+        let ttl = match (status, o.kind) {
+            (200 | 203, ObjKind::Playlist) => {
+                let body: Vec<u8> = o.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+                let info = media::parse_playlist(&o.key.path, &body).ok();
+                if let Some(info) = &info {
+                    let until = now + info.window_ms * 1_000_000 + self.cfg.window_grace;
+                    let base = o.key.path.to_string();
+                    for uri in &info.uris {
+                        if let Some(abs) = media::resolve(&base, uri) {
+                            let (p, q) = match abs.split_once('?') {
+                                Some((p, q)) => (p.to_string(), Some(q.to_string())),
+                                None => (abs.clone(), None),
+                            };
+                            let path = super::serve::normalize_key(&p, q.as_deref());
+                            window_marks.push((ObjectKey { channel: o.key.channel, path: path.into() }, until));
+                        }
+                    }
+                }
+                let half_target = info.and_then(|i| i.target_duration_ms).map(|ms| ms * 1_000_000 / 2);
+                max_age.or(half_target).unwrap_or(self.cfg.playlist_default_ttl)
+            }
+            (200 | 203, ObjKind::Segment) => max_age.unwrap_or(self.cfg.segment_ttl),
+            (404 | 410, _) => max_age.unwrap_or(second).min(self.cfg.negative_ttl).min(second),
+            _ => 0,
+        };
+        let fresh_until = if channel_alive { now + ttl } else { now };
+        self.store.complete(id, now, fresh_until);
+        for (key, until) in window_marks {
+            self.store.mark_in_window(&key, until);
+        }
+        self.object_complete(now, id);
+        self.store.enforce_budget(now);
+    }
+}

@@ -1,0 +1,425 @@
+//! `node` (seed M1, the handler): owns all state and exposes the sans-IO API of DESIGN §4.
+//!
+//! The host feeds input (`user_recv`, `upstream_recv`, `handle_timeout`, ...) and drains output
+//! (`poll_ready` + `*_poll_transmit`, `poll_connect`, `poll_timeout`, `poll_event`). Time is a
+//! monotonic `u64` of nanoseconds supplied by the host; the node never reads a clock.
+//!
+//! Submodules: `serve` routes requests and fans objects out to viewers, `fetch` runs upstream
+//! fetches (pool, retries, failures), `timers` keeps deadlines.
+
+mod fetch;
+mod serve;
+mod timers;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::IoSlice;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::admin::{ChannelStats, Event, EventQueue, Stats};
+use crate::config::Config;
+use crate::control::{ChannelTable, Instruction};
+use crate::http::RequestLimits;
+use crate::store::{ObjId, Store};
+use crate::upstream::{UpConn, UpPhase};
+use crate::user::ViewerConn;
+use crate::Error;
+
+use fetch::{Fetch, Pool};
+use timers::{TimerKey, Timers};
+
+/// A viewer connection, as the node names it to the host. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ViewerId(pub u64);
+
+/// An upstream connection, as the node names it to the host. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UpstreamId(pub u64);
+
+/// A connection with something for the host to do (bytes to write, or close it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnId {
+    /// A viewer connection.
+    Viewer(ViewerId),
+    /// An upstream connection.
+    Upstream(UpstreamId),
+}
+
+/// What a viewer connection wants from the host now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// This many slices were filled: write them (vectored), then call `user_sent` with the
+    /// number of bytes the socket took.
+    Send(usize),
+    /// Close the connection, then call `user_close`.
+    Close,
+    /// Nothing to write now; wait for `poll_ready` to name it again.
+    Wait,
+}
+
+/// What an upstream connection wants from the host now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpTransmit<'a> {
+    /// Write these bytes, then call `upstream_sent` with how many the socket took.
+    Send(&'a [u8]),
+    /// Close the connection, then call `upstream_closed`.
+    Close,
+    /// Nothing to write now.
+    Wait,
+}
+
+/// The LISTO node: one per host thread. See the module docs for the calling contract.
+#[derive(Debug)]
+pub struct Node {
+    cfg: Config,
+    limits: RequestLimits,
+    channels: ChannelTable,
+    chan_stats: HashMap<u64, ChannelStats>,
+    store: Store,
+    viewers: HashMap<u64, ViewerConn>,
+    upstreams: HashMap<u64, UpConn>,
+    pools: HashMap<SocketAddr, Pool>,
+    fetches: HashMap<ObjId, Fetch>,
+    connects: VecDeque<(UpstreamId, SocketAddr)>,
+    ready: VecDeque<ConnId>,
+    timers: Timers,
+    events: EventQueue,
+    next_id: u64,
+    wall: (u64, u64),
+    date: (u64, Bytes),
+    errors: BTreeMap<u16, u64>,
+    downstream_total: u64,
+}
+
+impl Node {
+    /// A node with no channels.
+    pub fn new(cfg: Config) -> Self {
+        let limits = RequestLimits {
+            max_head_bytes: cfg.max_head_bytes,
+            max_headers: cfg.max_headers,
+            max_uri_bytes: cfg.max_uri_bytes,
+        };
+        Node {
+            store: Store::new(cfg.memory_budget),
+            events: EventQueue::new(cfg.event_queue),
+            limits,
+            cfg,
+            channels: ChannelTable::default(),
+            chan_stats: HashMap::new(),
+            viewers: HashMap::new(),
+            upstreams: HashMap::new(),
+            pools: HashMap::new(),
+            fetches: HashMap::new(),
+            connects: VecDeque::new(),
+            ready: VecDeque::new(),
+            timers: Timers::default(),
+            next_id: 1,
+            wall: (0, 0),
+            date: (u64::MAX, Bytes::new()),
+            errors: BTreeMap::new(),
+            downstream_total: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Tells the node that monotonic time `now` is `unix_ns` on the wall clock, for `Date`
+    /// headers. Call once at start and now and then; the node never reads a clock itself.
+    pub fn set_wall_clock(&mut self, now: u64, unix_ns: u64) {
+        self.wall = (now, unix_ns);
+        self.date.0 = u64::MAX;
+    }
+
+    /// Adds or replaces a channel. A replaced channel keeps its cache when its prefix is the
+    /// same; new endpoints apply to new fetches while in-flight ones finish. `prefetch` paths
+    /// are fetched at once. A refused instruction changes nothing.
+    pub fn instruct(&mut self, now: u64, ins: Instruction) -> Result<(), Error> {
+        if self.channels.by_name(&ins.channel).is_none() && self.channels.len() >= self.cfg.max_channels {
+            return Err(Error::TooManyChannels(self.cfg.max_channels));
+        }
+        let prefetch = ins.prefetch.clone();
+        let name = ins.channel.clone();
+        let (id, replaced) = self.channels.upsert(ins)?;
+        if let Some(old) = replaced {
+            let mut stats = self.chan_stats.remove(&old).unwrap_or_default();
+            stats.viewers = 0;
+            self.chan_stats.insert(id, stats);
+            self.drop_channel_objects(old);
+        }
+        self.chan_stats.entry(id).or_insert_with(|| ChannelStats { channel: name.clone(), ..Default::default() });
+        self.events.push(Event::ChannelInstructed { channel: name });
+        for path in prefetch {
+            self.prefetch(now, id, &path);
+        }
+        Ok(())
+    }
+
+    /// Withdraws a channel: new requests for it get 404; responses in flight finish.
+    pub fn withdraw(&mut self, _now: u64, name: &str) -> Result<(), Error> {
+        let ch = self.channels.remove(name).ok_or_else(|| Error::UnknownChannel(name.to_string()))?;
+        self.chan_stats.remove(&ch.id);
+        self.drop_channel_objects(ch.id);
+        self.events.push(Event::ChannelWithdrawn { channel: name.to_string() });
+        Ok(())
+    }
+
+    /// The instructed channels.
+    pub fn instructions(&self) -> impl Iterator<Item = &Instruction> {
+        self.channels.iter().map(|c| &c.instruction)
+    }
+
+    /// A viewer connection was accepted at `now`. Returns its id.
+    pub fn user_open(&mut self, now: u64, _peer: Option<SocketAddr>) -> ViewerId {
+        let id = self.alloc_id();
+        self.viewers.insert(id, ViewerConn::new(now));
+        self.reschedule_viewer(id);
+        ViewerId(id)
+    }
+
+    /// Bytes arrived from a viewer. Afterwards drain `poll_ready`.
+    pub fn user_recv(&mut self, now: u64, v: ViewerId, data: &[u8]) -> Result<(), Error> {
+        let (limits, pipe) = (self.limits, self.cfg.max_pipeline);
+        let viewer = self.viewers.get_mut(&v.0).ok_or(Error::UnknownConnection)?;
+        if let Err(e) = viewer.recv(now, data, &limits, pipe) {
+            self.reject(now, v.0, e.status, e.reason);
+        }
+        self.progress_viewer(now, v.0);
+        Ok(())
+    }
+
+    /// Fills `slices` with what the viewer should be sent next (zero-copy views of the node's
+    /// shared buffers; valid until the next call that takes `&mut self`).
+    pub fn user_poll_transmit<'a>(&'a self, v: ViewerId, slices: &mut [IoSlice<'a>]) -> Result<Transmit, Error> {
+        let viewer = self.viewers.get(&v.0).ok_or(Error::UnknownConnection)?;
+        if viewer.wants_close() {
+            return Ok(Transmit::Close);
+        }
+        match viewer.poll_transmit(slices) {
+            0 => Ok(Transmit::Wait),
+            n => Ok(Transmit::Send(n)),
+        }
+    }
+
+    /// The host wrote `n` bytes of what `user_poll_transmit` gave.
+    pub fn user_sent(&mut self, now: u64, v: ViewerId, n: usize) -> Result<(), Error> {
+        let viewer = self.viewers.get_mut(&v.0).ok_or(Error::UnknownConnection)?;
+        viewer.last_activity = now;
+        let chan_stats = &mut self.chan_stats;
+        let taken = viewer.sent(n as u64, |ch, b| {
+            if let Some(s) = chan_stats.get_mut(&ch) {
+                s.downstream_bytes += b;
+            }
+        });
+        self.downstream_total += taken;
+        if viewer.wants_close() {
+            self.mark_ready(ConnId::Viewer(v));
+        }
+        self.reschedule_viewer(v.0);
+        Ok(())
+    }
+
+    /// The viewer connection is gone (closed by either side). Its state is dropped.
+    pub fn user_close(&mut self, _now: u64, v: ViewerId) -> Result<(), Error> {
+        self.viewers.remove(&v.0).map(|_| ()).ok_or(Error::UnknownConnection)
+    }
+
+    /// The next upstream connection the host must open: connect a TCP socket to the address,
+    /// then call `upstream_connected` (or `upstream_closed` if it fails).
+    pub fn poll_connect(&mut self) -> Option<(UpstreamId, SocketAddr)> {
+        while let Some((u, addr)) = self.connects.pop_front() {
+            if self.upstreams.get(&u.0).is_some_and(|c| c.phase == UpPhase::Connecting) {
+                return Some((u, addr));
+            }
+        }
+        None
+    }
+
+    /// The host's connect for `u` succeeded.
+    pub fn upstream_connected(&mut self, now: u64, u: UpstreamId) -> Result<(), Error> {
+        let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
+        if conn.phase != UpPhase::Connecting {
+            return Err(Error::InvalidState("upstream is not connecting"));
+        }
+        conn.phase = UpPhase::Idle;
+        self.conn_idle(now, u.0);
+        Ok(())
+    }
+
+    /// Response bytes arrived on `u` (copied once into a shared buffer).
+    pub fn upstream_recv(&mut self, now: u64, u: UpstreamId, data: &[u8]) -> Result<(), Error> {
+        self.upstream_recv_bytes(now, u, Bytes::copy_from_slice(data))
+    }
+
+    /// Response bytes arrived on `u`, already in a `Bytes` (no copy).
+    pub fn upstream_recv_bytes(&mut self, now: u64, u: UpstreamId, data: Bytes) -> Result<(), Error> {
+        let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
+        let mut events = Vec::new();
+        conn.recv(data, &mut events);
+        self.handle_up_events(now, u.0, events);
+        Ok(())
+    }
+
+    /// What to write on upstream connection `u` now.
+    pub fn upstream_poll_transmit(&self, u: UpstreamId) -> Result<UpTransmit<'_>, Error> {
+        let conn = self.upstreams.get(&u.0).ok_or(Error::UnknownConnection)?;
+        if conn.phase == UpPhase::Closing {
+            return Ok(UpTransmit::Close);
+        }
+        if conn.phase != UpPhase::Connecting && !conn.out.is_empty() {
+            return Ok(UpTransmit::Send(&conn.out));
+        }
+        Ok(UpTransmit::Wait)
+    }
+
+    /// The host wrote `n` request bytes on `u`.
+    pub fn upstream_sent(&mut self, _now: u64, u: UpstreamId, n: usize) -> Result<(), Error> {
+        let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
+        conn.sent(n);
+        Ok(())
+    }
+
+    /// Upstream connection `u` is gone: connect failed, peer closed or reset, or the host
+    /// closed it after `UpTransmit::Close`. A response in progress fails (or, if it was
+    /// close-delimited, completes).
+    pub fn upstream_closed(&mut self, now: u64, u: UpstreamId) -> Result<(), Error> {
+        let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
+        let mut events = Vec::new();
+        let phase = conn.phase.clone();
+        match phase {
+            UpPhase::Connecting => {
+                self.close_upstream(now, u.0);
+                self.upstreams.remove(&u.0);
+                self.conn_failed(now, u.0, phase, 502, "upstream connect failed");
+                return Ok(());
+            }
+            UpPhase::AwaitHead if conn.reused && conn.received == 0 => {
+                // A pooled connection the peer had closed: retry on a fresh one, silently.
+                let fetch = conn.fetch.take();
+                self.close_upstream(now, u.0);
+                self.upstreams.remove(&u.0);
+                if let Some(obj) = fetch {
+                    self.redispatch_silently(now, obj);
+                }
+                return Ok(());
+            }
+            _ => conn.closed(&mut events),
+        }
+        self.handle_up_events(now, u.0, events);
+        self.close_upstream(now, u.0);
+        self.upstreams.remove(&u.0);
+        Ok(())
+    }
+
+    /// The next connection with something to do (bytes to write or a close); the host then
+    /// calls the matching `*_poll_transmit` until it returns `Wait` or the socket would block.
+    pub fn poll_ready(&mut self) -> Option<ConnId> {
+        while let Some(c) = self.ready.pop_front() {
+            match c {
+                ConnId::Viewer(v) => {
+                    if let Some(conn) = self.viewers.get_mut(&v.0) {
+                        conn.in_ready = false;
+                        return Some(c);
+                    }
+                }
+                ConnId::Upstream(u) => {
+                    if let Some(conn) = self.upstreams.get_mut(&u.0) {
+                        conn.in_ready = false;
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The earliest deadline (absolute, ns) at which `handle_timeout` must be called, if any.
+    /// Re-ask after every call that fed input or drained output.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.next()
+    }
+
+    /// Runs every timer due at `now`. Calling it early is harmless.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while let Some(key) = self.timers.pop_due(now) {
+            match key {
+                TimerKey::Viewer(id) => self.viewer_timer(now, id),
+                TimerKey::Upstream(id) => self.upstream_timer(now, id),
+                TimerKey::Sweep => self.sweep(now),
+            }
+        }
+    }
+
+    /// The next admin event for the OSS.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop()
+    }
+
+    /// Counters, per channel and node-wide.
+    pub fn stats(&self) -> Stats {
+        let mut per: HashMap<u64, u64> = HashMap::new();
+        for v in self.viewers.values() {
+            if let Some(ch) = v.channel {
+                *per.entry(ch).or_default() += 1;
+            }
+        }
+        let channels = self
+            .channels
+            .iter()
+            .filter_map(|c| {
+                let mut s = self.chan_stats.get(&c.id)?.clone();
+                s.viewers = per.get(&c.id).copied().unwrap_or(0);
+                Some(s)
+            })
+            .collect();
+        Stats {
+            channels,
+            viewer_connections: self.viewers.len() as u64,
+            upstream_connections: self.upstreams.len() as u64,
+            store_objects: self.store.len() as u64,
+            store_bytes: self.store.bytes(),
+            evictions: self.store.evictions(),
+            errors: self.errors.iter().map(|(s, n)| (*s, *n)).collect(),
+            downstream_bytes: self.downstream_total,
+        }
+    }
+
+    fn alloc_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn mark_ready(&mut self, c: ConnId) {
+        let flag = match c {
+            ConnId::Viewer(v) => self.viewers.get_mut(&v.0).map(|x| &mut x.in_ready),
+            ConnId::Upstream(u) => self.upstreams.get_mut(&u.0).map(|x| &mut x.in_ready),
+        };
+        if let Some(flag) = flag {
+            if !*flag {
+                *flag = true;
+                self.ready.push_back(c);
+            }
+        }
+    }
+
+    /// Unix seconds at `now`, from the host's wall-clock hint.
+    fn date_header(&mut self, now: u64) -> Bytes {
+        let unix_ns = self.wall.1.saturating_add(now.saturating_sub(self.wall.0));
+        let secs = unix_ns / 1_000_000_000;
+        if self.date.0 != secs {
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            self.date = (secs, Bytes::from(httpdate::fmt_http_date(t)));
+        }
+        self.date.1.clone()
+    }
+
+    fn drop_channel_objects(&mut self, channel: u64) {
+        // Complete objects go now; filling ones finish for their readers and are then dropped
+        // because their channel no longer exists.
+        self.store.drop_channel(channel);
+    }
+}

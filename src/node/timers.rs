@@ -1,0 +1,134 @@
+//! Deadlines: a min-heap of (deadline, what) with lazy invalidation. An entity keeps its own
+//! current deadline; a popped entry whose entity moved its deadline later is simply re-armed,
+//! so pushing happens only when a deadline moves earlier.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use super::Node;
+use crate::config::SECOND;
+use crate::upstream::UpPhase;
+
+/// What a timer entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum TimerKey {
+    Viewer(u64),
+    Upstream(u64),
+    Sweep,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Timers {
+    heap: BinaryHeap<Reverse<(u64, TimerKey)>>,
+    sweep_at: Option<u64>,
+}
+
+impl Timers {
+    pub(super) fn push(&mut self, at: u64, key: TimerKey) {
+        if at != u64::MAX {
+            self.heap.push(Reverse((at, key)));
+        }
+    }
+
+    pub(super) fn next(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    pub(super) fn pop_due(&mut self, now: u64) -> Option<TimerKey> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, k))| k),
+            _ => None,
+        }
+    }
+
+    /// Arms the store sweep one second from `now` unless armed.
+    pub(super) fn arm_sweep(&mut self, now: u64) {
+        if self.sweep_at.is_none() {
+            self.sweep_at = Some(now + SECOND);
+            self.push(now + SECOND, TimerKey::Sweep);
+        }
+    }
+}
+
+impl Node {
+    /// When the viewer's next timer is due: 408 for a head in progress, close when idle.
+    fn viewer_deadline(&self, id: u64) -> u64 {
+        let Some(v) = self.viewers.get(&id) else { return u64::MAX };
+        if v.wants_close() {
+            return u64::MAX;
+        }
+        if v.has_partial_head() {
+            return v.head_started.unwrap_or(v.last_activity) + self.cfg.head_timeout;
+        }
+        if v.is_idle() {
+            return v.last_activity + self.cfg.idle_timeout;
+        }
+        u64::MAX
+    }
+
+    pub(super) fn reschedule_viewer(&mut self, id: u64) {
+        let at = self.viewer_deadline(id);
+        if let Some(v) = self.viewers.get_mut(&id) {
+            if at < v.scheduled {
+                v.scheduled = at;
+                self.timers.push(at, TimerKey::Viewer(id));
+            }
+        }
+    }
+
+    pub(super) fn reschedule_upstream(&mut self, id: u64) {
+        if let Some(c) = self.upstreams.get_mut(&id) {
+            if c.deadline < c.scheduled {
+                c.scheduled = c.deadline;
+                self.timers.push(c.deadline, TimerKey::Upstream(id));
+            }
+        }
+    }
+
+    pub(super) fn viewer_timer(&mut self, now: u64, id: u64) {
+        let at = self.viewer_deadline(id);
+        let Some(v) = self.viewers.get_mut(&id) else { return };
+        v.scheduled = u64::MAX;
+        if at > now {
+            self.reschedule_viewer(id);
+            return;
+        }
+        if v.has_partial_head() {
+            v.stop_reading = true;
+            self.reject(now, id, 408, "request head not received in time");
+            self.progress_viewer(now, id);
+        } else {
+            // Idle keep-alive connection: close quietly.
+            v.close_after_flush = true;
+            self.mark_ready(super::ConnId::Viewer(super::ViewerId(id)));
+        }
+    }
+
+    pub(super) fn upstream_timer(&mut self, now: u64, id: u64) {
+        let Some(c) = self.upstreams.get_mut(&id) else { return };
+        c.scheduled = u64::MAX;
+        if c.deadline > now {
+            self.reschedule_upstream(id);
+            return;
+        }
+        c.deadline = u64::MAX;
+        let phase = c.phase.clone();
+        match phase {
+            UpPhase::Idle => self.close_upstream(now, id),
+            UpPhase::Connecting | UpPhase::AwaitHead | UpPhase::Body => {
+                self.close_upstream(now, id);
+                self.conn_failed(now, id, phase, 504, "upstream timed out");
+            }
+            UpPhase::Closing => {}
+        }
+    }
+
+    pub(super) fn sweep(&mut self, now: u64) {
+        self.timers.sweep_at = None;
+        self.store.expire(now);
+        self.store.enforce_budget(now);
+        if !self.store.is_empty() {
+            self.timers.arm_sweep(now);
+        }
+    }
+}
