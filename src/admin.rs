@@ -47,6 +47,8 @@ pub struct Stats {
     pub errors: Vec<(u16, u64)>,
     /// Bytes written to viewers, all channels and error responses included.
     pub downstream_bytes: u64,
+    /// Viewers disconnected because their queued output exceeded the backlog limit.
+    pub slow_viewers_dropped: u64,
 }
 
 /// Something an operator's OSS wants to know about.

@@ -42,6 +42,12 @@ pub struct Config {
     pub negative_ttl: u64,
     /// Events kept for the host before the oldest are dropped.
     pub event_queue: usize,
+    /// Output bytes a viewer may have queued (references, not copies) before it is
+    /// disconnected as too slow: a viewer further behind than the live window only wastes memory.
+    pub max_viewer_backlog: u64,
+    /// `Access-Control-Allow-Origin` value added to responses whose upstream sent none
+    /// (`*` or an origin); `None` passes the upstream's CORS headers through unchanged.
+    pub cors_origin: Option<String>,
 }
 
 impl Default for Config {
@@ -65,6 +71,8 @@ impl Default for Config {
             window_grace: 30 * SECOND,
             negative_ttl: SECOND,
             event_queue: 1024,
+            max_viewer_backlog: 32 << 20,
+            cors_origin: None,
         }
     }
 }

@@ -10,7 +10,7 @@ const USAGE: &str = "usage:
   listo demo [--viewers N] [--seconds S] [--svg FILE]
       Origin + node + N viewers in one process on loopback, real sockets.
   listo node --listen ADDR [--control ADDR] [--admin ADDR]
-             [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N]
+             [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N] [--cors ORIGIN|*]
       A LISTO node. Viewers connect to --listen; channels come from --channel
       and from the control port.
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
@@ -143,6 +143,12 @@ mod cli_driver {
                 "--admin" => cfg.admin = Some(addr(flag, v)?),
                 "--channel" => cfg.instructions.push(parse_channel(v)?),
                 "--memory-mib" => cfg.node.memory_budget = number::<u64>(flag, v)?.saturating_mul(1 << 20),
+                "--cors" => {
+                    if v.is_empty() || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                        return Err(format!("--cors: '{v}' is not an origin or '*'"));
+                    }
+                    cfg.node.cors_origin = Some(v.to_string());
+                }
                 _ => return Err(format!("unknown flag {flag}")),
             }
         }

@@ -238,6 +238,7 @@ pub fn stats_json(s: &Stats, d: &super::DriverCounters) -> serde_json::Value {
         "store_objects": s.store_objects,
         "store_bytes": s.store_bytes,
         "evictions": s.evictions,
+        "slow_viewers_dropped": s.slow_viewers_dropped,
         "downstream_bytes": s.downstream_bytes,
         "errors": errors,
         "connections_accepted": d.accepted,
@@ -267,7 +268,8 @@ pub fn prometheus(s: &Stats, d: &super::DriverCounters) -> String {
             let _ = writeln!(out, "{name}{{channel=\"{}\"}} {}", escape_label(&c.channel), get(c));
         }
     }
-    let node: [(&str, &str, &str, u64); 8] = [
+    let node: [(&str, &str, &str, u64); 9] = [
+        ("listo_slow_viewers_dropped_total", "counter", "Viewers disconnected for falling behind the live window.", s.slow_viewers_dropped),
         ("listo_viewer_connections", "gauge", "Open viewer connections.", s.viewer_connections),
         ("listo_upstream_connections", "gauge", "Open upstream connections.", s.upstream_connections),
         ("listo_store_objects", "gauge", "Objects in the store.", s.store_objects),

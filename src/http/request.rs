@@ -10,6 +10,8 @@ pub enum Method {
     Get,
     /// `HEAD`: the head only.
     Head,
+    /// `OPTIONS`: a CORS preflight from a browser player.
+    Options,
 }
 
 /// Limits applied to every viewer request head.
@@ -50,6 +52,8 @@ pub struct Request {
     pub if_modified_since: Option<String>,
     /// The `Origin` header (browser players fetching cross-origin).
     pub origin: Option<String>,
+    /// `Access-Control-Request-Headers` of a preflight.
+    pub cors_request_headers: Option<String>,
 }
 
 impl Request {
@@ -99,9 +103,13 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
     let method = match req.method.unwrap_or("") {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
+        "OPTIONS" => Method::Options,
         _ => return Err(HttpError::new(405, "method not allowed")),
     };
     let target = req.path.unwrap_or("");
+    if target == "*" {
+        return Err(HttpError::bad_request("asterisk-form is not served"));
+    }
     if target.len() > limits.max_uri_bytes {
         return Err(HttpError::new(414, "request target too long"));
     }
@@ -122,6 +130,7 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
         if_none_match: None,
         if_modified_since: None,
         origin: None,
+        cors_request_headers: None,
     };
     for h in req.headers.iter() {
         let name = h.name;
@@ -151,6 +160,8 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
             out.if_modified_since = Some(header_string(h.value)?);
         } else if name.eq_ignore_ascii_case("origin") {
             out.origin = Some(header_string(h.value)?);
+        } else if name.eq_ignore_ascii_case("access-control-request-headers") {
+            out.cors_request_headers = Some(header_string(h.value)?);
         }
     }
     if transfer_encoding && content_length.is_some() {

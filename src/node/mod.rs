@@ -90,6 +90,7 @@ pub struct Node {
     date: (u64, Bytes),
     errors: BTreeMap<u16, u64>,
     downstream_total: u64,
+    slow_viewers: u64,
 }
 
 impl Node {
@@ -119,6 +120,7 @@ impl Node {
             date: (u64::MAX, Bytes::new()),
             errors: BTreeMap::new(),
             downstream_total: 0,
+            slow_viewers: 0,
         }
     }
 
@@ -384,6 +386,7 @@ impl Node {
             evictions: self.store.evictions(),
             errors: self.errors.iter().map(|(s, n)| (*s, *n)).collect(),
             downstream_bytes: self.downstream_total,
+            slow_viewers_dropped: self.slow_viewers,
         }
     }
 

@@ -94,9 +94,35 @@ impl Node {
         self.mark_ready(ConnId::Viewer(ViewerId(id)));
     }
 
+    /// Answers a CORS preflight for an instructed channel's path.
+    fn preflight(&mut self, now: u64, id: u64, req: Request) {
+        let date = self.date_header(now);
+        let origin = self.cfg.cors_origin.clone().unwrap_or_else(|| "*".to_string());
+        // Echo the requested headers only if they are plain tokens (no header injection).
+        let allow_headers = req
+            .cors_request_headers
+            .as_deref()
+            .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b" ,-_".contains(&b)))
+            .unwrap_or("Range, If-None-Match, If-Modified-Since");
+        let lines = format!(
+            "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Methods: GET, HEAD, OPTIONS\r\nAccess-Control-Allow-Headers: {allow_headers}\r\nAccess-Control-Max-Age: 86400\r\n"
+        );
+        let keep = req.keep_alive;
+        let h = write_response_head(204, &date, &[lines.as_bytes()], BodyFraming::NoBody(None), keep);
+        self.set_front(id, req, 0, 0, FrontMode::AwaitHead);
+        if let Some(v) = self.viewers.get_mut(&id) {
+            v.push_out(h, 0);
+        }
+        self.finish_front(id);
+    }
+
     /// Routes one request: unknown channel → 404; else hit, coalesce or miss.
     fn start_request(&mut self, now: u64, id: u64, req: Request) {
-        let Some(ch) = self.channels.route(&req.path) else {
+        if req.method == Method::Options && self.channels.route(&req.path).is_some() {
+            self.preflight(now, id, req);
+            return;
+        }
+        let Some(ch) = self.channels.route(&req.path).filter(|_| req.method != Method::Options) else {
             self.events.push(Event::RequestRejected { status: 404, reason: "no channel for path".into() });
             let keep = req.keep_alive;
             self.set_front(id, req, 0, 0, FrontMode::AwaitHead);
@@ -170,7 +196,7 @@ impl Node {
         let channel = front.channel;
         let keep = front.req.keep_alive;
         let ok = head.status == 200;
-        let cors = cors_header(&front.req);
+        let cors = cors_line(self.cfg.cors_origin.as_deref(), &head.passthrough);
         let known_len = match (complete, head.body) {
             (true, _) => Some(o.len),
             (false, BodyKind::Length(n)) => Some(n),
@@ -272,6 +298,13 @@ impl Node {
             if let FrontMode::Body { chunked } = front.mode {
                 let channel = front.channel;
                 push_body(v, &chunk, chunked, channel);
+                if v.out_len > self.cfg.max_viewer_backlog {
+                    // Further behind than the live window: drop it rather than hold its backlog.
+                    v.abort = true;
+                    v.out.clear();
+                    v.out_len = 0;
+                    self.slow_viewers += 1;
+                }
                 if !v.in_ready {
                     v.in_ready = true;
                     self.ready.push_back(ConnId::Viewer(ViewerId(*vid)));
@@ -351,14 +384,17 @@ fn push_body(v: &mut crate::user::ViewerConn, chunk: &Bytes, chunked: bool, chan
     }
 }
 
-/// `Access-Control-Allow-Origin: *` for cross-origin browser players (only when the request
-/// carries `Origin`; the upstream's own CORS headers are passed through as well).
-fn cors_header(req: &Request) -> Bytes {
-    if req.origin.is_some() {
-        Bytes::from_static(b"Access-Control-Allow-Origin: *\r\n")
-    } else {
-        Bytes::new()
+/// CORS lines added for browser players when the node is configured with an origin and the
+/// upstream sent no `Access-Control-Allow-Origin` of its own (those are passed through).
+fn cors_line(configured: Option<&str>, passthrough: &[u8]) -> Bytes {
+    let Some(origin) = configured else { return Bytes::new() };
+    let has_own = passthrough.windows(27).any(|w| w.eq_ignore_ascii_case(b"access-control-allow-origin"));
+    if has_own {
+        return Bytes::new();
     }
+    Bytes::from(format!(
+        "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Expose-Headers: Content-Length, Content-Range, Date, ETag, Last-Modified\r\n"
+    ))
 }
 
 /// RFC 9110 §13.1.2/§13.1.3: If-None-Match wins over If-Modified-Since.
