@@ -43,12 +43,18 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+#[cfg(feature = "driver")]
+pub mod demo;
 mod error;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod http;
 pub mod media;
 pub mod node;
+#[cfg(feature = "driver")]
+pub mod origin;
+#[cfg(feature = "driver")]
+pub mod player;
 pub mod sim;
 pub mod store;
 pub mod upstream;

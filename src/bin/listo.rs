@@ -7,13 +7,14 @@ use std::time::Instant;
 use listo::sim::{self, SimConfig};
 
 const USAGE: &str = "usage:
-  listo demo [--viewers N] [--seconds S] [--svg FILE]
+  listo demo [--viewers N] [--seconds S] [--channels C] [--svg FILE]
       Origin + node + N viewers in one process on loopback, real sockets.
   listo node --listen ADDR [--control ADDR] [--admin ADDR]
              [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N] [--cors ORIGIN|*]
       A LISTO node. Viewers connect to --listen; channels come from --channel
       and from the control port.
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
+               [--verbose 1]
       A synthetic live HLS origin (a CDN stand-in).
   listo simulate [--viewers N] [--seconds S] [--channels C] [--seed X]
       A whole network in virtual time. The last line printed is one JSON object.";
@@ -169,11 +170,59 @@ mod cli_driver {
         Ok(())
     }
 
-    pub fn origin(_args: &[String]) -> Result<(), String> {
-        Err("origin: not built yet".into())
+    pub fn origin(args: &[String]) -> Result<(), String> {
+        let mut listen = None;
+        let mut cfg = listo::origin::OriginConfig::default();
+        for (flag, v) in flag_pairs(args)? {
+            match flag {
+                "--listen" => listen = Some(addr(flag, v)?),
+                "--channels" => cfg.channels = number(flag, v)?,
+                "--segment-secs" => cfg.segment_secs = number(flag, v)?,
+                "--latency-ms" => cfg.latency_ms = number(flag, v)?,
+                "--rate-mbps" => cfg.rate_mbps = Some(number(flag, v)?),
+                "--verbose" => cfg.verbose = v == "1" || v == "true",
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        let listen = listen.ok_or("--listen ADDR is required")?;
+        if cfg.channels == 0 {
+            return Err("--channels must be at least 1".into());
+        }
+        let server = listo::origin::OriginServer::start(listen, cfg.clone()).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        install_signal_handlers();
+        eprintln!(
+            "listo origin on {}: {} channel(s), renditions {:?} kbit/s, {} s segments; e.g. http://{}{}",
+            server.local_addr(),
+            cfg.channels,
+            cfg.renditions_kbps,
+            cfg.segment_secs,
+            server.local_addr(),
+            listo::origin::master_path(0)
+        );
+        while !listo::driver::signalled() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        eprintln!("listo origin: stopped; {}", server.counts().to_json());
+        server.shutdown();
+        Ok(())
     }
 
-    pub fn demo(_args: &[String]) -> Result<(), String> {
-        Err("demo: not built yet".into())
+    pub fn demo(args: &[String]) -> Result<(), String> {
+        let mut cfg = listo::demo::DemoConfig::default();
+        for (flag, v) in flag_pairs(args)? {
+            match flag {
+                "--viewers" => cfg.viewers = number(flag, v)?,
+                "--seconds" => cfg.seconds = number(flag, v)?,
+                "--channels" => cfg.channels = number(flag, v)?,
+                "--svg" => cfg.svg = Some(v.into()),
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        if cfg.viewers == 0 || cfg.seconds == 0 || cfg.channels == 0 {
+            return Err("--viewers, --seconds and --channels must be at least 1".into());
+        }
+        let mut out = std::io::stdout();
+        listo::demo::run(&cfg, &mut out).map_err(|e| e.to_string())?;
+        Ok(())
     }
 }

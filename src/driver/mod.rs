@@ -20,7 +20,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::Mutex;
 
 use crate::{Config, ConnId, Instruction, Node, Stats};
-use conn::{Entry, Listener};
+pub use conn::Listener;
+use conn::Entry;
 
 /// How a driver runs.
 #[derive(Debug, Clone, Default)]
@@ -68,6 +69,11 @@ pub fn install_signal_handlers() {
         libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
+}
+
+/// True once SIGINT or SIGTERM arrived (after [`install_signal_handlers`]).
+pub fn signalled() -> bool {
+    SIGNALLED.load(Ordering::SeqCst)
 }
 
 const WAKER: Token = Token(0);
