@@ -26,6 +26,12 @@ pub struct ChannelStats {
     pub downstream_bytes: u64,
     /// Upstream fetches that failed (viewers got 502/504 or a close).
     pub upstream_failures: u64,
+    /// Segment fetches the node started before any viewer asked.
+    pub prefetches: u64,
+    /// Viewer requests for segments (not playlists).
+    pub segment_requests: u64,
+    /// Segment requests answered entirely from a complete object.
+    pub segment_hits: u64,
 }
 
 /// Node-wide counters.
@@ -49,6 +55,8 @@ pub struct Stats {
     pub downstream_bytes: u64,
     /// Viewers disconnected because their queued output exceeded the backlog limit.
     pub slow_viewers_dropped: u64,
+    /// Media playlists the node is following (refreshing and prefetching) for its viewers.
+    pub followed_playlists: u64,
 }
 
 /// Something an operator's OSS wants to know about.

@@ -45,6 +45,14 @@ pub struct Config {
     /// Output bytes a viewer may have queued (references, not copies) before it is
     /// disconnected as too slow: a viewer further behind than the live window only wastes memory.
     pub max_viewer_backlog: u64,
+    /// Follow playlists with viewers and fetch new segments before anyone asks.
+    pub prefetch: bool,
+    /// Stop following a playlist nobody asked for in this long.
+    pub follow_idle: u64,
+    /// How many of the newest segments of a followed playlist are prefetched.
+    pub prefetch_segments: usize,
+    /// Longest a refreshed playlist is held back while its new segments are prefetched.
+    pub gate_timeout: u64,
     /// `Access-Control-Allow-Origin` value added to responses whose upstream sent none
     /// (`*` or an origin); `None` passes the upstream's CORS headers through unchanged.
     pub cors_origin: Option<String>,
@@ -72,6 +80,10 @@ impl Default for Config {
             negative_ttl: SECOND,
             event_queue: 1024,
             max_viewer_backlog: 32 << 20,
+            prefetch: true,
+            follow_idle: 10 * SECOND,
+            prefetch_segments: 3,
+            gate_timeout: 2 * SECOND,
             cors_origin: None,
         }
     }

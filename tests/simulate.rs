@@ -26,6 +26,21 @@ fn thousand_viewers_two_channels_cost_one_fetch_per_segment() {
 }
 
 #[test]
+fn prefetch_makes_segment_requests_hits_without_extra_fetches() {
+    let on = run(&SimConfig { viewers: 1000, seconds: 120, channels: 2, seed: 11, ..SimConfig::default() });
+    assert!(on.prefetch);
+    assert!(on.hit_ratio >= 0.99, "hit ratio with prefetch {}", on.hit_ratio);
+    assert_eq!(on.upstream_segment_requests, on.distinct_segments, "prefetch never fetches a segment twice or in vain");
+    assert_eq!(on.stalls, 0);
+    let mut cfg = SimConfig { viewers: 1000, seconds: 120, channels: 2, seed: 11, ..SimConfig::default() };
+    cfg.node.prefetch = false;
+    let off = run(&cfg);
+    assert!(!off.prefetch);
+    assert!(off.hit_ratio < on.hit_ratio, "prefetch off {} vs on {}", off.hit_ratio, on.hit_ratio);
+    assert_eq!(off.upstream_segment_requests, off.distinct_segments);
+}
+
+#[test]
 fn same_seed_same_result() {
     let cfg = SimConfig { viewers: 50, seconds: 20, channels: 3, seed: 42, ..SimConfig::default() };
     assert_eq!(run(&cfg), run(&cfg));
@@ -33,7 +48,10 @@ fn same_seed_same_result() {
 
 #[test]
 fn one_viewer_fetches_each_segment_once_too() {
-    let cfg = SimConfig { viewers: 1, seconds: 60, channels: 1, seed: 3, verify_every: 1, ..SimConfig::default() };
+    // Without prefetch: with one player the node's own playlist refreshes could fetch a
+    // segment the player only asks for after the run ends.
+    let mut cfg = SimConfig { viewers: 1, seconds: 60, channels: 1, seed: 3, verify_every: 1, ..SimConfig::default() };
+    cfg.node.prefetch = false;
     let r = run(&cfg);
     assert_eq!(r.upstream_segment_requests, r.distinct_segments);
     assert_eq!(r.stalls, 0);

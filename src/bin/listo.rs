@@ -16,7 +16,7 @@ const USAGE: &str = "usage:
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
                [--verbose 1]
       A synthetic live HLS origin (a CDN stand-in).
-  listo simulate [--viewers N] [--seconds S] [--channels C] [--seed X]
+  listo simulate [--viewers N] [--seconds S] [--channels C] [--seed X] [--no-prefetch]
       A whole network in virtual time. The last line printed is one JSON object.";
 
 fn main() -> ExitCode {
@@ -73,7 +73,10 @@ fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
 
 fn simulate(args: &[String]) -> Result<(), String> {
     let mut cfg = SimConfig { viewers: 1000, seconds: 120, channels: 2, ..SimConfig::default() };
-    for (flag, v) in flag_pairs(args)? {
+    let no_prefetch = args.iter().any(|a| a == "--no-prefetch");
+    cfg.node.prefetch = !no_prefetch;
+    let args: Vec<String> = args.iter().filter(|a| *a != "--no-prefetch").cloned().collect();
+    for (flag, v) in flag_pairs(&args)? {
         match flag {
             "--viewers" => cfg.viewers = number(flag, v)?,
             "--seconds" => cfg.seconds = number(flag, v)?,
@@ -100,10 +103,12 @@ fn simulate(args: &[String]) -> Result<(), String> {
         report.upstream_bytes as f64 / 1e6
     );
     println!(
-        "downstream: {:.1} MB to viewers, saving ratio {:.4}, stalls {}",
+        "downstream: {:.1} MB to viewers, saving ratio {:.4}, stalls {}, hit ratio {:.4} (prefetch {})",
         report.downstream_bytes as f64 / 1e6,
         report.saving_ratio,
-        report.stalls
+        report.stalls,
+        report.hit_ratio,
+        if report.prefetch { "on" } else { "off" }
     );
     println!("{}", report.to_json());
     Ok(())

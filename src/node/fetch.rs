@@ -273,9 +273,11 @@ impl Node {
         if let Some(o) = self.store.remove(obj) {
             self.object_failed(now, o.readers, obj, status);
         }
+        self.segment_settled(now, obj);
     }
 
-    /// Freshness of a completed object, then wakes its readers.
+    /// Freshness of a completed object, then wakes its readers (a refreshed playlist may
+    /// first wait for the segments it newly lists: see `follow`).
     fn complete_object(&mut self, now: u64, id: ObjId) {
         let Some(o) = self.store.get(id) else { return };
         let channel_alive = self.channels.by_id(o.key.channel).is_some();
@@ -283,38 +285,46 @@ impl Node {
         let status = head.map_or(0, |h| h.status);
         let max_age = head.and_then(|h| h.max_age).map(|s| s.saturating_mul(crate::config::SECOND));
         let second = crate::config::SECOND;
-        let mut window_marks: Vec<(ObjectKey, u64)> = Vec::new();
-        let ttl = match (status, o.kind) {
-            (200 | 203, ObjKind::Playlist) => {
-                let body: Vec<u8> = o.chunks.iter().flat_map(|c| c.iter().copied()).collect();
-                let info = media::parse_playlist(&o.key.path, &body).ok();
-                if let Some(info) = &info {
-                    let until = now + info.window_ms * 1_000_000 + self.cfg.window_grace;
-                    let base = o.key.path.to_string();
-                    for uri in &info.uris {
-                        if let Some(abs) = media::resolve(&base, uri) {
-                            let (p, q) = match abs.split_once('?') {
-                                Some((p, q)) => (p.to_string(), Some(q.to_string())),
-                                None => (abs.clone(), None),
-                            };
-                            let path = super::serve::normalize_key(&p, q.as_deref());
-                            window_marks.push((ObjectKey { channel: o.key.channel, path: path.into() }, until));
-                        }
+        let kind = o.kind;
+        if kind == ObjKind::Playlist && matches!(status, 200 | 203) {
+            let body: Vec<u8> = o.chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let base = o.key.path.to_string();
+            let channel = o.key.channel;
+            let info = media::parse_playlist(&base, &body).ok();
+            let mut window: Vec<(ObjectKey, u64)> = Vec::new();
+            if let Some(info) = &info {
+                let until = now + info.window_ms * 1_000_000 + self.cfg.window_grace;
+                for uri in &info.uris {
+                    if let Some(abs) = media::resolve(&base, uri) {
+                        let (p, q) = match abs.split_once('?') {
+                            Some((p, q)) => (p, Some(q)),
+                            None => (abs.as_str(), None),
+                        };
+                        let path = super::serve::normalize_key(p, q);
+                        window.push((ObjectKey { channel, path: path.into() }, until));
                     }
                 }
-                let half_target = info.and_then(|i| i.target_duration_ms).map(|ms| ms * 1_000_000 / 2);
-                max_age.or(half_target).unwrap_or(self.cfg.playlist_default_ttl)
             }
-            (200 | 203, ObjKind::Segment) => max_age.unwrap_or(self.cfg.segment_ttl),
-            (404 | 410, _) => max_age.unwrap_or(second).min(self.cfg.negative_ttl).min(second),
-            _ => 0,
-        };
-        let fresh_until = if channel_alive { now + ttl } else { now };
-        self.store.complete(id, now, fresh_until);
-        for (key, until) in window_marks {
-            self.store.mark_in_window(&key, until);
+            let half_target = info.as_ref().and_then(|i| i.target_duration_ms).map(|ms| ms * 1_000_000 / 2);
+            let ttl = max_age.or(half_target).unwrap_or(self.cfg.playlist_default_ttl);
+            let fresh_until = if channel_alive { now + ttl } else { now };
+            if let Some(info) = &info {
+                if channel_alive && self.gate_playlist(now, id, info, fresh_until, &window) {
+                    return;
+                }
+            }
+            self.finish_playlist(now, id, fresh_until, &window);
+        } else {
+            let ttl = match (status, kind) {
+                (200 | 203, _) => max_age.unwrap_or(self.cfg.segment_ttl),
+                (404 | 410, _) => max_age.unwrap_or(second).min(self.cfg.negative_ttl).min(second),
+                _ => 0,
+            };
+            let fresh_until = if channel_alive { now + ttl } else { now };
+            self.store.complete(id, now, fresh_until);
+            self.object_complete(now, id);
+            self.segment_settled(now, id);
         }
-        self.object_complete(now, id);
         self.store.enforce_budget(now);
     }
 }

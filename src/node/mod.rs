@@ -8,6 +8,7 @@
 //! fetches (pool, retries, failures), `timers` keeps deadlines.
 
 mod fetch;
+mod follow;
 mod serve;
 mod timers;
 
@@ -91,6 +92,7 @@ pub struct Node {
     errors: BTreeMap<u16, u64>,
     downstream_total: u64,
     slow_viewers: u64,
+    prefetch: follow::Prefetch,
 }
 
 impl Node {
@@ -121,6 +123,7 @@ impl Node {
             errors: BTreeMap::new(),
             downstream_total: 0,
             slow_viewers: 0,
+            prefetch: follow::Prefetch::default(),
         }
     }
 
@@ -217,8 +220,16 @@ impl Node {
             }
         });
         self.downstream_total += taken;
-        if viewer.wants_close() {
+        let wants_close = viewer.wants_close();
+        let more = viewer.out.is_empty() && viewer.front.is_none() && (!viewer.pending.is_empty() || viewer.has_partial_head());
+        if wants_close {
             self.mark_ready(ConnId::Viewer(v));
+        }
+        // `progress_viewer` answers a bounded number of pipelined requests per call; the rest
+        // go on once what was queued for them is written (else they would wait forever and
+        // the buffered heads would even earn a 408).
+        if more {
+            self.progress_viewer(now, v.0);
         }
         self.reschedule_viewer(v.0);
         Ok(())
@@ -351,6 +362,8 @@ impl Node {
                 TimerKey::Viewer(id) => self.viewer_timer(now, id),
                 TimerKey::Upstream(id) => self.upstream_timer(now, id),
                 TimerKey::Sweep => self.sweep(now),
+                TimerKey::Follow(t) => self.follow_timer(now, t),
+                TimerKey::Gate(id) => self.gate_timer(now, id),
             }
         }
     }
@@ -387,6 +400,7 @@ impl Node {
             errors: self.errors.iter().map(|(s, n)| (*s, *n)).collect(),
             downstream_bytes: self.downstream_total,
             slow_viewers_dropped: self.slow_viewers,
+            followed_playlists: self.followed() as u64,
         }
     }
 

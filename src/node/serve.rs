@@ -135,11 +135,21 @@ impl Node {
         if let Some(v) = self.viewers.get_mut(&id) {
             v.channel = Some(channel);
         }
+        let is_playlist = media::is_playlist_path(&req.path);
+        if is_playlist {
+            self.note_playlist_viewer(now, &key);
+        }
         let stats = self.chan_stats.entry(channel).or_default();
         stats.requests += 1;
+        if !is_playlist {
+            stats.segment_requests += 1;
+        }
         match self.store.lookup(&key, now) {
             Lookup::Hit(obj) => {
                 stats.hits += 1;
+                if !is_playlist {
+                    stats.segment_hits += 1;
+                }
                 self.set_front(id, req, obj, channel, FrontMode::AwaitHead);
                 self.respond_from_object(now, id);
             }
@@ -149,7 +159,7 @@ impl Node {
             }
             Lookup::Miss => {
                 stats.misses += 1;
-                let kind = if media::is_playlist_path(&req.path) { ObjKind::Playlist } else { ObjKind::Segment };
+                let kind = if is_playlist { ObjKind::Playlist } else { ObjKind::Segment };
                 let upstream_path = key.path.to_string();
                 let obj = self.store.insert_filling(key, kind, now);
                 self.attach(now, id, req, obj, channel);
@@ -211,6 +221,10 @@ impl Node {
         } else if req.method == Method::Head {
             let h = write_response_head(head.status, &date, &[&head.passthrough, &cors], BodyFraming::NoBody(known_len), keep);
             v.push_out(h, channel);
+        } else if !complete && o.kind == ObjKind::Playlist && self.cfg.prefetch {
+            // Playlists may be gated until their new segments are in: answer once complete.
+            front.mode = FrontMode::AwaitComplete;
+            finished = false;
         } else if ok && req.range.is_some() && !complete {
             front.mode = FrontMode::AwaitComplete;
             finished = false;

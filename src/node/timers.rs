@@ -15,6 +15,8 @@ pub(super) enum TimerKey {
     Viewer(u64),
     Upstream(u64),
     Sweep,
+    Follow(u64),
+    Gate(u64),
 }
 
 #[derive(Debug, Default)]

@@ -113,6 +113,10 @@ pub struct SimReport {
     pub coalesced: u64,
     /// See `hits`.
     pub misses: u64,
+    /// Segment requests answered entirely from complete objects, over all segment requests.
+    pub hit_ratio: f64,
+    /// Whether the node prefetched (followed playlists).
+    pub prefetch: bool,
     /// Real time the run took, ms (filled by the caller that timed it).
     pub wall_ms: u64,
 }
@@ -140,6 +144,8 @@ impl SimReport {
             "hits": self.hits,
             "coalesced": self.coalesced,
             "misses": self.misses,
+            "hit_ratio": (self.hit_ratio * 1e6).round() / 1e6,
+            "prefetch": self.prefetch,
             "wall_ms": self.wall_ms,
         })
         .to_string()
@@ -456,6 +462,10 @@ impl Sim {
         r.hits = stats.channels.iter().map(|c| c.hits).sum();
         r.coalesced = stats.channels.iter().map(|c| c.coalesced).sum();
         r.misses = stats.channels.iter().map(|c| c.misses).sum();
+        let seg_requests: u64 = stats.channels.iter().map(|c| c.segment_requests).sum();
+        let seg_hits: u64 = stats.channels.iter().map(|c| c.segment_hits).sum();
+        r.hit_ratio = if seg_requests > 0 { seg_hits as f64 / seg_requests as f64 } else { 0.0 };
+        r.prefetch = self.cfg.node.prefetch;
         r.saving_ratio = if r.downstream_bytes > 0 { 1.0 - r.upstream_bytes as f64 / r.downstream_bytes as f64 } else { 0.0 };
         self.report
     }
