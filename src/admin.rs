@@ -8,8 +8,15 @@ use std::collections::VecDeque;
 pub struct ChannelStats {
     /// Channel name.
     pub channel: String,
-    /// Viewer connections whose latest request was for this channel.
+    /// Viewers: distinct sessions (client address + User-Agent) that asked for something of
+    /// this channel within its target duration — not TCP connections.
     pub viewers: u64,
+    /// Most viewers at once.
+    pub peak_viewers: u64,
+    /// Viewer-seconds watched.
+    pub viewer_seconds: u64,
+    /// Open viewer connections whose latest request was for this channel.
+    pub viewer_connections: u64,
     /// Requests routed to this channel.
     pub requests: u64,
     /// Requests answered from a complete, fresh object.

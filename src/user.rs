@@ -77,6 +77,8 @@ pub struct ViewerConn {
     pub last_activity: u64,
     /// Channel of the latest request (viewer accounting).
     pub channel: Option<u64>,
+    /// The client's address, if the host told it.
+    pub peer: Option<std::net::IpAddr>,
     /// Earliest heap entry scheduled for this viewer's timer.
     pub scheduled: u64,
     /// Already in the node's ready queue.
@@ -100,6 +102,7 @@ impl ViewerConn {
             pending_error: None,
             last_activity: now,
             channel: None,
+            peer: None,
             scheduled: u64::MAX,
             in_ready: false,
         }

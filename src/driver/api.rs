@@ -223,7 +223,10 @@ pub fn stats_json(s: &Stats, d: &super::DriverCounters) -> serde_json::Value {
         .iter()
         .map(|c| {
             serde_json::json!({
-                "channel": c.channel, "viewers": c.viewers, "requests": c.requests, "hits": c.hits,
+                "channel": c.channel, "viewers": c.viewers, "peak_viewers": c.peak_viewers,
+                "viewer_seconds": c.viewer_seconds, "viewer_connections": c.viewer_connections,
+                "requests": c.requests, "hits": c.hits, "prefetches": c.prefetches,
+                "segment_requests": c.segment_requests, "segment_hits": c.segment_hits,
                 "coalesced": c.coalesced, "misses": c.misses, "upstream_requests": c.upstream_requests,
                 "upstream_bytes": c.upstream_bytes, "downstream_bytes": c.downstream_bytes,
                 "upstream_failures": c.upstream_failures,
@@ -251,8 +254,14 @@ pub fn stats_json(s: &Stats, d: &super::DriverCounters) -> serde_json::Value {
 pub fn prometheus(s: &Stats, d: &super::DriverCounters) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let per_channel: [(&str, &str, &str, fn(&crate::ChannelStats) -> u64); 9] = [
-        ("listo_viewers", "gauge", "Viewer connections whose latest request was for the channel.", |c| c.viewers),
+    let per_channel: [(&str, &str, &str, fn(&crate::ChannelStats) -> u64); 15] = [
+        ("listo_viewers", "gauge", "Viewer sessions (address + user agent) active within the target duration.", |c| c.viewers),
+        ("listo_peak_viewers", "gauge", "Most viewer sessions at once.", |c| c.peak_viewers),
+        ("listo_viewer_seconds_total", "counter", "Viewer-seconds watched.", |c| c.viewer_seconds),
+        ("listo_channel_viewer_connections", "gauge", "Open viewer connections whose latest request was for the channel.", |c| c.viewer_connections),
+        ("listo_prefetches_total", "counter", "Segment fetches started before any viewer asked.", |c| c.prefetches),
+        ("listo_segment_requests_total", "counter", "Viewer requests for segments.", |c| c.segment_requests),
+        ("listo_segment_hits_total", "counter", "Segment requests answered from a complete object.", |c| c.segment_hits),
         ("listo_requests_total", "counter", "Viewer requests routed to the channel.", |c| c.requests),
         ("listo_hits_total", "counter", "Requests answered from a complete cached object.", |c| c.hits),
         ("listo_coalesced_total", "counter", "Requests attached to an object already being fetched.", |c| c.coalesced),

@@ -54,6 +54,8 @@ pub struct Request {
     pub origin: Option<String>,
     /// `Access-Control-Request-Headers` of a preflight.
     pub cors_request_headers: Option<String>,
+    /// `User-Agent` (with the client address, it tells viewer sessions apart).
+    pub user_agent: Option<String>,
 }
 
 impl Request {
@@ -131,6 +133,7 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
         if_modified_since: None,
         origin: None,
         cors_request_headers: None,
+        user_agent: None,
     };
     for h in req.headers.iter() {
         let name = h.name;
@@ -160,6 +163,8 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
             out.if_modified_since = Some(header_string(h.value)?);
         } else if name.eq_ignore_ascii_case("origin") {
             out.origin = Some(header_string(h.value)?);
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            out.user_agent = Some(String::from_utf8_lossy(trim(h.value)).into_owned());
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             out.cors_request_headers = Some(header_string(h.value)?);
         }

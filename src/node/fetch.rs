@@ -305,7 +305,11 @@ impl Node {
                     }
                 }
             }
-            let half_target = info.as_ref().and_then(|i| i.target_duration_ms).map(|ms| ms * 1_000_000 / 2);
+            let target = info.as_ref().and_then(|i| i.target_duration_ms).map(|ms| ms * 1_000_000);
+            if let Some(t) = target {
+                self.note_target(channel, t);
+            }
+            let half_target = target.map(|t| t / 2);
             let ttl = max_age.or(half_target).unwrap_or(self.cfg.playlist_default_ttl);
             let fresh_until = if channel_alive { now + ttl } else { now };
             if let Some(info) = &info {

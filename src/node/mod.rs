@@ -7,6 +7,7 @@
 //! Submodules: `serve` routes requests and fans objects out to viewers, `fetch` runs upstream
 //! fetches (pool, retries, failures), `timers` keeps deadlines.
 
+mod audience;
 mod fetch;
 mod follow;
 mod serve;
@@ -93,6 +94,7 @@ pub struct Node {
     downstream_total: u64,
     slow_viewers: u64,
     prefetch: follow::Prefetch,
+    audience: HashMap<u64, audience::ChannelAudience>,
 }
 
 impl Node {
@@ -124,6 +126,7 @@ impl Node {
             downstream_total: 0,
             slow_viewers: 0,
             prefetch: follow::Prefetch::default(),
+            audience: HashMap::new(),
         }
     }
 
@@ -167,6 +170,7 @@ impl Node {
     pub fn withdraw(&mut self, _now: u64, name: &str) -> Result<(), Error> {
         let ch = self.channels.remove(name).ok_or_else(|| Error::UnknownChannel(name.to_string()))?;
         self.chan_stats.remove(&ch.id);
+        self.audience.remove(&ch.id);
         self.drop_channel_objects(ch.id);
         self.events.push(Event::ChannelWithdrawn { channel: name.to_string() });
         Ok(())
@@ -178,9 +182,11 @@ impl Node {
     }
 
     /// A viewer connection was accepted at `now`. Returns its id.
-    pub fn user_open(&mut self, now: u64, _peer: Option<SocketAddr>) -> ViewerId {
+    pub fn user_open(&mut self, now: u64, peer: Option<SocketAddr>) -> ViewerId {
         let id = self.alloc_id();
-        self.viewers.insert(id, ViewerConn::new(now));
+        let mut conn = ViewerConn::new(now);
+        conn.peer = peer.map(|p| p.ip());
+        self.viewers.insert(id, conn);
         self.reschedule_viewer(id);
         ViewerId(id)
     }
@@ -386,7 +392,12 @@ impl Node {
             .iter()
             .filter_map(|c| {
                 let mut s = self.chan_stats.get(&c.id)?.clone();
-                s.viewers = per.get(&c.id).copied().unwrap_or(0);
+                s.viewer_connections = per.get(&c.id).copied().unwrap_or(0);
+                if let Some(a) = self.audience.get(&c.id) {
+                    s.viewers = a.current;
+                    s.peak_viewers = a.peak;
+                    s.viewer_seconds = a.viewer_seconds();
+                }
                 Some(s)
             })
             .collect();

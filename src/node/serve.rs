@@ -132,9 +132,13 @@ impl Node {
         };
         let channel = ch.id;
         let key = ObjectKey { channel, path: normalize_key(&req.path, req.query.as_deref()).into() };
+        let mut peer = None;
         if let Some(v) = self.viewers.get_mut(&id) {
             v.channel = Some(channel);
+            peer = v.peer;
         }
+        let session = super::audience::session_key(peer, req.user_agent.as_deref(), id);
+        self.note_session(now, channel, session);
         let is_playlist = media::is_playlist_path(&req.path);
         if is_playlist {
             self.note_playlist_viewer(now, &key);

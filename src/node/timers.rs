@@ -129,7 +129,8 @@ impl Node {
         self.timers.sweep_at = None;
         self.store.expire(now);
         self.store.enforce_budget(now);
-        if !self.store.is_empty() {
+        self.audience_tick(now);
+        if !self.store.is_empty() || !self.viewers.is_empty() {
             self.timers.arm_sweep(now);
         }
     }
