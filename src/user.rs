@@ -120,6 +120,12 @@ impl ViewerConn {
             self.head_started = Some(now);
         }
         self.inbuf.extend_from_slice(data);
+        // A client that pipelines far ahead of its responses gets no unbounded buffer.
+        if self.pending.len() >= max_pipeline && self.inbuf.len() > 4 * limits.max_head_bytes {
+            self.stop_reading = true;
+            self.inbuf.clear();
+            return Err(HttpError::bad_request("too many pipelined requests"));
+        }
         self.parse_buffered(now, limits, max_pipeline)
     }
 
@@ -274,6 +280,22 @@ mod tests {
         let splits: Vec<usize> = (0..big.len()).step_by(100).collect();
         let (_, r) = feed(big.as_bytes(), &splits);
         assert_eq!(r.unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn pipelining_flood_is_bounded() {
+        let mut v = ViewerConn::new(0);
+        let one = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut err = None;
+        for _ in 0..10_000 {
+            if let Err(e) = v.recv(0, one, &RequestLimits::default(), 16) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err.map(|e| e.status), Some(400));
+        assert_eq!(v.pending.len(), 16, "parsed requests stay answerable, in order");
+        assert!(v.inbuf.is_empty());
     }
 
     #[test]
