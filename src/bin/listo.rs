@@ -117,7 +117,7 @@ fn simulate(args: &[String]) -> Result<(), String> {
 #[cfg(feature = "driver")]
 mod cli_driver {
     use super::{addr, flag_pairs, number};
-    use listo::driver::{install_signal_handlers, Driver, DriverConfig};
+    use listo::driver::{install_signal_handlers, Driver, DriverConfig, Listener};
     use listo::Instruction;
 
     /// Parses `NAME=PREFIX@HOST:PORT[,HOST:PORT]`.
@@ -163,11 +163,12 @@ mod cli_driver {
         }
         let driver = Driver::bind(cfg.clone()).map_err(|e| e.to_string())?;
         install_signal_handlers();
+        // The bound addresses (a port 0 in a flag shows the port actually chosen).
         eprintln!(
             "listo node: viewers on {}{}{}; {} channel(s)",
-            cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
-            cfg.control.map(|a| format!(", control on {a}")).unwrap_or_default(),
-            cfg.admin.map(|a| format!(", admin on {a}")).unwrap_or_default(),
+            driver.local_addrs(Listener::Viewers).iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+            driver.local_addr(Listener::Control).map(|a| format!(", control on {a}")).unwrap_or_default(),
+            driver.local_addr(Listener::Admin).map(|a| format!(", admin on {a}")).unwrap_or_default(),
             cfg.instructions.len()
         );
         let counters = driver.run().map_err(|e| e.to_string())?;

@@ -3,7 +3,6 @@
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 
-use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
 
@@ -272,22 +271,23 @@ impl Driver {
     }
 
     fn read_upstream(&mut self, token: Token) {
+        // One reused buffer; each read is copied once into a right-sized shared buffer (a
+        // 64 KiB allocation kept alive by a 1.4 KiB read would inflate the store many times).
+        let mut buf = vec![0u8; READ_CHUNK];
         for _ in 0..64 {
             let Some(Entry::Upstream(s)) = self.entries.get_mut(&token) else { return };
             if !s.connected {
                 return;
             }
             let id = s.id;
-            let mut buf = BytesMut::zeroed(READ_CHUNK);
             match s.stream.read(&mut buf) {
                 Ok(0) => {
                     self.drop_upstream(token);
                     return;
                 }
                 Ok(n) => {
-                    buf.truncate(n);
                     let now = self.now();
-                    let _ = self.node.upstream_recv_bytes(now, id, buf.freeze());
+                    let _ = self.node.upstream_recv(now, id, &buf[..n]);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

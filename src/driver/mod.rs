@@ -161,6 +161,11 @@ impl Driver {
         self.local.iter().find(|(k, _)| *k == kind).map(|(_, a)| *a)
     }
 
+    /// The bound addresses of every listener of a kind, in configuration order.
+    pub fn local_addrs(&self, kind: Listener) -> Vec<SocketAddr> {
+        self.local.iter().filter(|(k, _)| *k == kind).map(|(_, a)| *a).collect()
+    }
+
     /// A handle that stops `run` from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         self.stop.clone()
