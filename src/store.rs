@@ -201,19 +201,27 @@ impl Store {
     }
 
     /// Marks an object complete, fresh until `fresh_until`. A `no-store` object or one with
-    /// no freshness is dropped from the index at once (its readers already have their refs).
+    /// no freshness is dropped from the index at once (never served again), but the object
+    /// itself stays until the next [`Store::expire`], so the node can still finish the
+    /// responses of the readers that attached while it filled.
     pub fn complete(&mut self, id: ObjId, now: u64, fresh_until: u64) {
         let drop_now = match self.objects.get_mut(&id) {
             Some(obj) => {
                 obj.state = ObjState::Complete;
                 obj.completed_at = now;
                 obj.fresh_until = fresh_until;
-                obj.no_store || fresh_until <= now
+                let drop_now = obj.no_store || fresh_until <= now;
+                if drop_now {
+                    obj.fresh_until = now;
+                }
+                drop_now.then(|| obj.key.clone())
             }
-            None => false,
+            None => None,
         };
-        if drop_now {
-            self.remove(id);
+        if let Some(key) = drop_now {
+            if self.index.get(&key) == Some(&id) {
+                self.index.remove(&key);
+            }
         }
     }
 

@@ -78,6 +78,10 @@ pub fn signalled() -> bool {
 
 const WAKER: Token = Token(0);
 
+/// Pending connections the kernel may queue per listener before the driver accepts them.
+#[cfg(unix)]
+const LISTEN_BACKLOG: libc::c_int = 1024;
+
 /// A node on real sockets.
 pub struct Driver {
     poll: Poll,
@@ -144,6 +148,16 @@ impl Driver {
 
     fn listen(&mut self, addr: SocketAddr, kind: Listener) -> io::Result<()> {
         let mut l = TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        // mio (like std) listens with a backlog of 128: an audience arriving at once (a channel
+        // zap, a node restart) overflows it and the dropped SYNs wait a whole second for their
+        // retransmit. Listening again on a listening socket only raises the backlog (the
+        // kernel caps it at net.core.somaxconn); on failure the 128 stays, which still works.
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: listen(2) on a socket this listener owns; no memory is passed.
+            let _ = unsafe { libc::listen(l.as_raw_fd(), LISTEN_BACKLOG) };
+        }
         let token = self.token();
         self.poll.registry().register(&mut l, token, Interest::READABLE)?;
         self.local.push((kind, l.local_addr()?));

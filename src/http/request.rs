@@ -248,6 +248,11 @@ fn version_error(buf: &[u8]) -> HttpError {
 /// Splits an origin-form (or absolute-form) target into a path and query; refuses dot segments
 /// and encoded dots/slashes that could step outside a channel's prefix upstream.
 fn split_target(target: &str) -> Result<(String, Option<String>), HttpError> {
+    // httparse lets bytes 0x80..=0xFF through; no request-target may hold them, and the target
+    // goes upstream verbatim.
+    if !target.is_ascii() {
+        return Err(HttpError::bad_request("non-ASCII byte in request target"));
+    }
     let mut t = target;
     if let Some(rest) = t.strip_prefix("http://").or_else(|| t.strip_prefix("https://")) {
         t = match rest.find('/') {

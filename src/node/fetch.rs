@@ -74,19 +74,24 @@ impl Node {
         if let Some(u) = pool.idle.pop() {
             self.assign(now, u, obj);
         } else if pool.open < pool_size {
-            pool.open += 1;
-            let id = self.alloc_id();
-            let mut conn = UpConn::new(ep, Some(obj));
-            conn.deadline = now + self.cfg.connect_timeout;
-            self.upstreams.insert(id, conn);
-            self.connects.push_back((UpstreamId(id), ep));
-            if let Some(f) = self.fetches.get_mut(&obj) {
-                f.conn = Some(id);
-            }
-            self.reschedule_upstream(id);
+            self.open_conn(now, obj, ep);
         } else {
             pool.waiting.push_back(obj);
         }
+    }
+
+    /// Asks the host for a new connection to `ep` for `obj` (the pool has room).
+    fn open_conn(&mut self, now: u64, obj: ObjId, ep: SocketAddr) {
+        self.pools.entry(ep).or_default().open += 1;
+        let id = self.alloc_id();
+        let mut conn = UpConn::new(ep, Some(obj));
+        conn.deadline = now + self.cfg.connect_timeout;
+        self.upstreams.insert(id, conn);
+        self.connects.push_back((UpstreamId(id), ep));
+        if let Some(f) = self.fetches.get_mut(&obj) {
+            f.conn = Some(id);
+        }
+        self.reschedule_upstream(id);
     }
 
     fn assign(&mut self, now: u64, u: u64, obj: ObjId) {
@@ -167,7 +172,14 @@ impl Node {
         f.conn = None;
         if f.silent_retries < 1 {
             f.silent_retries += 1;
-            self.dispatch(now, obj);
+            // On a fresh connection when the pool has room: the other idle ones are as suspect
+            // (a CDN restart or keep-alive timeout closes them all at once).
+            let ep = f.endpoints.get(f.attempt % f.endpoints.len().max(1)).copied();
+            let room = ep.is_some_and(|ep| self.pools.get(&ep).map_or(0, |p| p.open) < self.cfg.upstream_pool_size.max(1));
+            match ep {
+                Some(ep) if room => self.open_conn(now, obj, ep),
+                _ => self.dispatch(now, obj),
+            }
         } else {
             self.fetch_failed(now, obj, 502, "upstream closed before the head", true);
         }
