@@ -22,6 +22,7 @@ const PASSTHROUGH: &[&str] = &[
     "timing-allow-origin",
     "content-encoding",
     "vary",
+    "location",
 ];
 
 /// How an upstream response body is delimited.

@@ -100,7 +100,7 @@ impl Node {
                 Lookup::Hit(_) => None,
                 Lookup::Miss if already => None,
                 Lookup::Miss => {
-                    let upstream_path = skey.path.to_string();
+                    let upstream_path = abs.clone();
                     let sid = self.store.insert_filling(skey.clone(), ObjKind::Segment, now);
                     if let Some(s) = self.chan_stats.get_mut(&channel) {
                         s.prefetches += 1;

@@ -75,7 +75,7 @@ impl Node {
         let body = format!("{} {}\n", status, crate::http::reason_phrase(status));
         let mut extra: Vec<&[u8]> = vec![b"Content-Type: text/plain\r\nCache-Control: no-store\r\n"];
         if status == 405 {
-            extra.push(b"Allow: GET, HEAD\r\n");
+            extra.push(b"Allow: GET, HEAD, OPTIONS\r\n");
         }
         if status == 503 || status == 502 || status == 504 {
             extra.push(b"Retry-After: 1\r\n");
@@ -164,7 +164,9 @@ impl Node {
             Lookup::Miss => {
                 stats.misses += 1;
                 let kind = if is_playlist { ObjKind::Playlist } else { ObjKind::Segment };
-                let upstream_path = key.path.to_string();
+                // Upstream gets the viewer's query as sent (signed CDN URLs depend on its order);
+                // only the cache key is normalized.
+                let upstream_path = req.path_and_query();
                 let obj = self.store.insert_filling(key, kind, now);
                 self.attach(now, id, req, obj, channel);
                 self.start_fetch(now, obj, channel, upstream_path);

@@ -62,6 +62,10 @@ impl Node {
         if v.has_partial_head() {
             return v.head_started.unwrap_or(v.last_activity) + self.cfg.head_timeout;
         }
+        if !v.out.is_empty() {
+            // Output waits and the socket took nothing for this long: a viewer that stopped reading.
+            return v.last_activity + self.cfg.idle_timeout;
+        }
         if v.is_idle() {
             return v.last_activity + self.cfg.idle_timeout;
         }
@@ -99,6 +103,12 @@ impl Node {
             v.stop_reading = true;
             self.reject(now, id, 408, "request head not received in time");
             self.progress_viewer(now, id);
+        } else if !v.out.is_empty() {
+            v.abort = true;
+            v.out.clear();
+            v.out_len = 0;
+            self.slow_viewers += 1;
+            self.mark_ready(super::ConnId::Viewer(super::ViewerId(id)));
         } else {
             // Idle keep-alive connection: close quietly.
             v.close_after_flush = true;
