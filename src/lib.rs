@@ -43,6 +43,7 @@
 pub mod admin;
 pub mod config;
 pub mod control;
+pub mod ffi;
 #[cfg(feature = "driver")]
 pub mod demo;
 mod error;
