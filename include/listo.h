@@ -78,6 +78,34 @@ enum listo_event_kind
    * A viewer request was refused: `status` (400, 404, 405, 408, 414, 431, 505), `reason`.
    */
   LISTO_EVENT_KIND_REQUEST_REJECTED = 4,
+  /**
+   * An instructed channel was replaced: `channel`.
+   */
+  LISTO_EVENT_KIND_CHANNEL_REPLACED = 5,
+  /**
+   * A channel's instruction reached its `ttl_s` unrenewed and was withdrawn: `channel`.
+   */
+  LISTO_EVENT_KIND_CHANNEL_EXPIRED = 6,
+  /**
+   * A CDN endpoint failed: `channel`, `path` holds the endpoint "IP:PORT", `reason`.
+   */
+  LISTO_EVENT_KIND_ENDPOINT_FAILED = 7,
+  /**
+   * A failed CDN endpoint answered again: `path` holds the endpoint.
+   */
+  LISTO_EVENT_KIND_ENDPOINT_RECOVERED = 8,
+  /**
+   * A fetch is retried on the next endpoint: `channel`, `path` holds "FROM -> TO".
+   */
+  LISTO_EVENT_KIND_FAILOVER = 9,
+  /**
+   * The store evicted objects for its memory budget: `reason` holds "evicted=N store_bytes=B".
+   */
+  LISTO_EVENT_KIND_MEMORY_PRESSURE = 10,
+  /**
+   * The node started draining.
+   */
+  LISTO_EVENT_KIND_NODE_DRAINING = 11,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -64,13 +64,37 @@ pub struct Stats {
     pub slow_viewers_dropped: u64,
     /// Media playlists the node is following (refreshing and prefetching) for its viewers.
     pub followed_playlists: u64,
+    /// CDN endpoints the node fetched from, with their health.
+    pub endpoints: Vec<EndpointStats>,
+    /// Events dropped because nobody drained them.
+    pub events_dropped: u64,
+    /// True once `drain` was called.
+    pub draining: bool,
+}
+
+/// How much an event matters (RFC 5424 severities).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Something failed for viewers (RFC 5424 severity 3).
+    Error = 3,
+    /// Degraded but serving (4).
+    Warning = 4,
+    /// A normal but significant change (5).
+    Notice = 5,
+    /// Routine (6).
+    Info = 6,
 }
 
 /// Something an operator's OSS wants to know about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A channel was instructed (added or replaced).
+    /// A new channel was instructed.
     ChannelInstructed {
+        /// Channel name.
+        channel: String,
+    },
+    /// An instructed channel was replaced (new endpoints apply to new fetches).
+    ChannelReplaced {
         /// Channel name.
         channel: String,
     },
@@ -78,6 +102,34 @@ pub enum Event {
     ChannelWithdrawn {
         /// Channel name.
         channel: String,
+    },
+    /// A channel's instruction reached its `ttl_s` without being renewed.
+    ChannelExpired {
+        /// Channel name.
+        channel: String,
+    },
+    /// A CDN endpoint failed after having worked (or on first use).
+    EndpointFailed {
+        /// Channel whose fetch failed.
+        channel: String,
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: String,
+    },
+    /// A failed CDN endpoint answered again.
+    EndpointRecovered {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// A fetch failed on one endpoint and is retried on the next.
+    Failover {
+        /// Channel.
+        channel: String,
+        /// Endpoint that failed.
+        from: String,
+        /// Endpoint tried next.
+        to: String,
     },
     /// An upstream fetch failed for good; its viewers got `status` or a close.
     UpstreamFailed {
@@ -90,6 +142,13 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The store went over its memory budget and evicted objects.
+    MemoryPressure {
+        /// Objects evicted.
+        evicted: u64,
+        /// Body bytes the store holds after eviction.
+        store_bytes: u64,
+    },
     /// A viewer request was refused with an error status.
     RequestRejected {
         /// Status sent (400, 404, 405, 408, 414, 431, 505).
@@ -97,6 +156,86 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// The node is draining: responses in progress finish, connections then close.
+    NodeDraining,
+}
+
+impl Event {
+    /// Its severity.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Event::UpstreamFailed { .. } | Event::EndpointFailed { .. } => Severity::Error,
+            Event::Failover { .. } | Event::MemoryPressure { .. } | Event::ChannelExpired { .. } => Severity::Warning,
+            Event::ChannelInstructed { .. }
+            | Event::ChannelReplaced { .. }
+            | Event::ChannelWithdrawn { .. }
+            | Event::EndpointRecovered { .. }
+            | Event::NodeDraining => Severity::Notice,
+            Event::RequestRejected { .. } => Severity::Info,
+        }
+    }
+
+    /// A stable name for the kind (`channel_instructed`, `endpoint_failed`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ChannelInstructed { .. } => "channel_instructed",
+            Event::ChannelReplaced { .. } => "channel_replaced",
+            Event::ChannelWithdrawn { .. } => "channel_withdrawn",
+            Event::ChannelExpired { .. } => "channel_expired",
+            Event::EndpointFailed { .. } => "endpoint_failed",
+            Event::EndpointRecovered { .. } => "endpoint_recovered",
+            Event::Failover { .. } => "failover",
+            Event::UpstreamFailed { .. } => "upstream_failed",
+            Event::MemoryPressure { .. } => "memory_pressure",
+            Event::RequestRejected { .. } => "request_rejected",
+            Event::NodeDraining => "node_draining",
+        }
+    }
+
+    /// Its fields as (name, value) pairs, for structured logs.
+    pub fn fields(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Event::ChannelInstructed { channel }
+            | Event::ChannelReplaced { channel }
+            | Event::ChannelWithdrawn { channel }
+            | Event::ChannelExpired { channel } => vec![("channel", channel.clone())],
+            Event::EndpointFailed { channel, endpoint, reason } => {
+                vec![("channel", channel.clone()), ("endpoint", endpoint.clone()), ("reason", reason.clone())]
+            }
+            Event::EndpointRecovered { endpoint } => vec![("endpoint", endpoint.clone())],
+            Event::Failover { channel, from, to } => {
+                vec![("channel", channel.clone()), ("from", from.clone()), ("to", to.clone())]
+            }
+            Event::UpstreamFailed { channel, path, status, reason } => vec![
+                ("channel", channel.clone()),
+                ("path", path.clone()),
+                ("status", status.to_string()),
+                ("reason", reason.clone()),
+            ],
+            Event::MemoryPressure { evicted, store_bytes } => {
+                vec![("evicted", evicted.to_string()), ("store_bytes", store_bytes.to_string())]
+            }
+            Event::RequestRejected { status, reason } => vec![("status", status.to_string()), ("reason", reason.clone())],
+            Event::NodeDraining => Vec::new(),
+        }
+    }
+}
+
+/// Health of one CDN endpoint as the node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// `IP:PORT`.
+    pub endpoint: String,
+    /// False after a failure until a fetch succeeds again.
+    pub healthy: bool,
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
+    /// Fetches that completed.
+    pub successes: u64,
+    /// Failures in all.
+    pub failures: u64,
+    /// The last failure's reason.
+    pub last_error: String,
 }
 
 /// A bounded queue of events: the oldest are dropped (and counted) when the host does not drain.
@@ -105,16 +244,32 @@ pub struct EventQueue {
     queue: VecDeque<Event>,
     cap: usize,
     dropped: u64,
+    tx: Option<crossbeam_channel::Sender<Event>>,
 }
 
 impl EventQueue {
     /// A queue holding at most `cap` events.
     pub fn new(cap: usize) -> Self {
-        EventQueue { queue: VecDeque::new(), cap: cap.max(1), dropped: 0 }
+        EventQueue { queue: VecDeque::new(), cap: cap.max(1), dropped: 0, tx: None }
+    }
+
+    /// Also sends every event to a channel whose receiver another thread reads (a logger).
+    /// A full channel drops the event for that receiver (counted with the others).
+    pub fn subscribe(&mut self, cap: usize) -> crossbeam_channel::Receiver<Event> {
+        let (tx, rx) = crossbeam_channel::bounded(cap.max(1));
+        self.tx = Some(tx);
+        rx
     }
 
     /// Queues an event, dropping the oldest when full.
     pub fn push(&mut self, e: Event) {
+        if let Some(tx) = &self.tx {
+            match tx.try_send(e.clone()) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(_)) => self.dropped += 1,
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => self.tx = None,
+            }
+        }
         if self.queue.len() >= self.cap {
             self.queue.pop_front();
             self.dropped += 1;

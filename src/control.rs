@@ -19,6 +19,8 @@ pub struct Instruction {
     pub host: Option<String>,
     /// Paths to fetch at once (claim 9: warm up while the viewer's redirect is in flight).
     pub prefetch: Vec<String>,
+    /// Seconds after which the instruction expires unless renewed (instructed again).
+    pub ttl_s: Option<u64>,
 }
 
 impl Instruction {
@@ -30,6 +32,7 @@ impl Instruction {
             endpoints: vec![endpoint],
             host: None,
             prefetch: Vec::new(),
+            ttl_s: None,
         }
     }
 
@@ -116,6 +119,10 @@ pub fn parse_instruction_json(body: &[u8]) -> Result<Instruction, Error> {
         endpoints,
         host,
         prefetch: strings("prefetch", false)?,
+        ttl_s: match obj.get("ttl_s") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => Some(v.as_u64().filter(|t| *t > 0).ok_or_else(|| bad("field 'ttl_s' must be a positive integer".into()))?),
+        },
     };
     ins.validate()?;
     Ok(ins)
@@ -134,6 +141,7 @@ pub fn instruction_json(ins: &Instruction) -> serde_json::Value {
         "endpoints": ins.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
         "host": ins.host,
         "prefetch": ins.prefetch,
+        "ttl_s": ins.ttl_s,
     })
 }
 

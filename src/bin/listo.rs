@@ -135,6 +135,7 @@ mod cli_driver {
             endpoints,
             host: None,
             prefetch: Vec::new(),
+            ttl_s: None,
         };
         ins.validate().map_err(|e| bad(&e.to_string()))?;
         Ok(ins)

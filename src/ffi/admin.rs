@@ -21,6 +21,20 @@ pub enum listo_event_kind {
     UpstreamFailed = 3,
     /// A viewer request was refused: `status` (400, 404, 405, 408, 414, 431, 505), `reason`.
     RequestRejected = 4,
+    /// An instructed channel was replaced: `channel`.
+    ChannelReplaced = 5,
+    /// A channel's instruction reached its `ttl_s` unrenewed and was withdrawn: `channel`.
+    ChannelExpired = 6,
+    /// A CDN endpoint failed: `channel`, `path` holds the endpoint "IP:PORT", `reason`.
+    EndpointFailed = 7,
+    /// A failed CDN endpoint answered again: `path` holds the endpoint.
+    EndpointRecovered = 8,
+    /// A fetch is retried on the next endpoint: `channel`, `path` holds "FROM -> TO".
+    Failover = 9,
+    /// The store evicted objects for its memory budget: `reason` holds "evicted=N store_bytes=B".
+    MemoryPressure = 10,
+    /// The node started draining.
+    NodeDraining = 11,
 }
 
 /// One admin event, filled by `listo_node_poll_event` into the caller's struct. Set `size` to
@@ -147,6 +161,34 @@ fn event_to_c(e: &Event) -> listo_event {
             out.status = *status;
             cut |= fill_chars(&mut out.reason, reason);
         }
+        Event::ChannelReplaced { channel } => {
+            out.kind = listo_event_kind::ChannelReplaced;
+            cut |= fill_chars(&mut out.channel, channel);
+        }
+        Event::ChannelExpired { channel } => {
+            out.kind = listo_event_kind::ChannelExpired;
+            cut |= fill_chars(&mut out.channel, channel);
+        }
+        Event::EndpointFailed { channel, endpoint, reason } => {
+            out.kind = listo_event_kind::EndpointFailed;
+            cut |= fill_chars(&mut out.channel, channel);
+            cut |= fill_chars(&mut out.path, endpoint);
+            cut |= fill_chars(&mut out.reason, reason);
+        }
+        Event::EndpointRecovered { endpoint } => {
+            out.kind = listo_event_kind::EndpointRecovered;
+            cut |= fill_chars(&mut out.path, endpoint);
+        }
+        Event::Failover { channel, from, to } => {
+            out.kind = listo_event_kind::Failover;
+            cut |= fill_chars(&mut out.channel, channel);
+            cut |= fill_chars(&mut out.path, &format!("{from} -> {to}"));
+        }
+        Event::MemoryPressure { evicted, store_bytes } => {
+            out.kind = listo_event_kind::MemoryPressure;
+            cut |= fill_chars(&mut out.reason, &format!("evicted={evicted} store_bytes={store_bytes}"));
+        }
+        Event::NodeDraining => out.kind = listo_event_kind::NodeDraining,
     }
     out.truncated = u16::from(cut);
     out

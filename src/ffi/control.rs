@@ -67,6 +67,8 @@ unsafe fn read_instruction(ins: *const listo_instruction) -> Result<Instruction,
         endpoints,
         host,
         prefetch: c_strs(c.prefetch, c.prefetch_len, "prefetch")?,
+        // An expiring instruction is given in the JSON form (`"ttl_s"`).
+        ttl_s: None,
     })
 }
 

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use super::{ConnId, Node, UpstreamId};
-use crate::admin::Event;
+use crate::admin::{EndpointStats, Event};
 use crate::media;
 use crate::store::{ObjId, ObjKind, ObjectKey};
 use crate::upstream::{UpConn, UpEvent, UpPhase};
@@ -238,6 +238,9 @@ impl Node {
                 }
                 UpEvent::Done { reusable } => {
                     self.fetches.remove(&id);
+                    if let Some(ep) = self.upstreams.get(&u).map(|c| c.endpoint) {
+                        self.endpoint_ok(ep);
+                    }
                     self.complete_object(now, id);
                     obj = None;
                     if reusable {
@@ -265,8 +268,20 @@ impl Node {
     pub(super) fn fetch_failed(&mut self, now: u64, obj: ObjId, status: u16, reason: &str, retryable: bool) {
         let Some(f) = self.fetches.get_mut(&obj) else { return };
         f.conn = None;
+        let len = f.endpoints.len().max(1);
+        let failed_ep = f.endpoints.get(f.attempt % len).copied();
+        let channel = f.channel;
+        if let Some(ep) = failed_ep {
+            self.endpoint_failed(channel, ep, reason);
+        }
+        let Some(f) = self.fetches.get_mut(&obj) else { return };
         if retryable && f.attempt == 0 && f.endpoints.len() > 1 {
             f.attempt = 1;
+            let next = f.endpoints.get(1).copied();
+            if let (Some(from), Some(to)) = (failed_ep, next) {
+                let channel = self.chan_stats.get(&channel).map(|s| s.channel.clone()).unwrap_or_default();
+                self.events.push(Event::Failover { channel, from: from.to_string(), to: to.to_string() });
+            }
             self.dispatch(now, obj);
             return;
         }
@@ -341,6 +356,36 @@ impl Node {
             self.object_complete(now, id);
             self.segment_settled(now, id);
         }
-        self.store.enforce_budget(now);
+        self.enforce_budget(now);
+    }
+
+    /// Evicts for the memory budget; tells the OSS when it had to.
+    pub(super) fn enforce_budget(&mut self, now: u64) {
+        let evicted = self.store.enforce_budget(now);
+        if evicted > 0 {
+            self.events.push(Event::MemoryPressure { evicted: evicted as u64, store_bytes: self.store.bytes() });
+        }
+    }
+
+    fn endpoint_failed(&mut self, channel: u64, ep: SocketAddr, reason: &str) {
+        let e = self.endpoints.entry(ep).or_insert_with(|| EndpointStats { endpoint: ep.to_string(), healthy: true, ..Default::default() });
+        e.failures += 1;
+        e.consecutive_failures += 1;
+        e.last_error = reason.to_string();
+        if e.healthy {
+            e.healthy = false;
+            let channel = self.chan_stats.get(&channel).map(|s| s.channel.clone()).unwrap_or_default();
+            self.events.push(Event::EndpointFailed { channel, endpoint: ep.to_string(), reason: reason.to_string() });
+        }
+    }
+
+    fn endpoint_ok(&mut self, ep: SocketAddr) {
+        let e = self.endpoints.entry(ep).or_insert_with(|| EndpointStats { endpoint: ep.to_string(), healthy: true, ..Default::default() });
+        e.successes += 1;
+        e.consecutive_failures = 0;
+        if !e.healthy {
+            e.healthy = true;
+            self.events.push(Event::EndpointRecovered { endpoint: ep.to_string() });
+        }
     }
 }

@@ -95,6 +95,9 @@ pub struct Node {
     slow_viewers: u64,
     prefetch: follow::Prefetch,
     audience: HashMap<u64, audience::ChannelAudience>,
+    endpoints: BTreeMap<SocketAddr, crate::admin::EndpointStats>,
+    channel_expiry: HashMap<String, u64>,
+    draining: bool,
 }
 
 impl Node {
@@ -127,6 +130,9 @@ impl Node {
             slow_viewers: 0,
             prefetch: follow::Prefetch::default(),
             audience: HashMap::new(),
+            endpoints: BTreeMap::new(),
+            channel_expiry: HashMap::new(),
+            draining: false,
         }
     }
 
@@ -151,7 +157,18 @@ impl Node {
         }
         let prefetch = ins.prefetch.clone();
         let name = ins.channel.clone();
+        let ttl = ins.ttl_s;
+        let existed = self.channels.by_name(&name).is_some();
         let (id, replaced) = self.channels.upsert(ins)?;
+        match ttl {
+            Some(s) => {
+                self.channel_expiry.insert(name.clone(), now.saturating_add(s.saturating_mul(crate::SECOND)));
+                self.timers.arm_sweep(now);
+            }
+            None => {
+                self.channel_expiry.remove(&name);
+            }
+        }
         if let Some(old) = replaced {
             let mut stats = self.chan_stats.remove(&old).unwrap_or_default();
             stats.viewers = 0;
@@ -159,7 +176,7 @@ impl Node {
             self.drop_channel_objects(old);
         }
         self.chan_stats.entry(id).or_insert_with(|| ChannelStats { channel: name.clone(), ..Default::default() });
-        self.events.push(Event::ChannelInstructed { channel: name });
+        self.events.push(if existed { Event::ChannelReplaced { channel: name } } else { Event::ChannelInstructed { channel: name } });
         for path in prefetch {
             self.prefetch(now, id, &path);
         }
@@ -168,11 +185,56 @@ impl Node {
 
     /// Withdraws a channel: new requests for it get 404; responses in flight finish.
     pub fn withdraw(&mut self, _now: u64, name: &str) -> Result<(), Error> {
+        self.remove_channel(name)?;
+        self.events.push(Event::ChannelWithdrawn { channel: name.to_string() });
+        Ok(())
+    }
+
+    /// Starts draining: every response from now on closes its connection once sent, idle
+    /// keep-alive connections close now. The host stops accepting viewers.
+    pub fn drain(&mut self, _now: u64) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.events.push(Event::NodeDraining);
+        let idle: Vec<u64> = self.viewers.iter().filter(|(_, v)| v.is_idle()).map(|(id, _)| *id).collect();
+        for id in idle {
+            if let Some(v) = self.viewers.get_mut(&id) {
+                v.close_after_flush = true;
+                v.stop_reading = true;
+            }
+            self.mark_ready(ConnId::Viewer(ViewerId(id)));
+        }
+    }
+
+    /// True once `drain` was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    /// A receiver of every event from now on, for a host that logs from another thread
+    /// (`poll_event` keeps working too). Events are dropped, and counted, while it is full.
+    pub fn event_receiver(&mut self) -> crossbeam_channel::Receiver<Event> {
+        self.events.subscribe(self.cfg.event_queue)
+    }
+
+    /// Withdraws channels whose instruction expired.
+    pub(crate) fn expire_channels(&mut self, now: u64) {
+        let expired: Vec<String> = self.channel_expiry.iter().filter(|(_, at)| now >= **at).map(|(n, _)| n.clone()).collect();
+        for name in expired {
+            if self.remove_channel(&name).is_ok() {
+                self.events.push(Event::ChannelExpired { channel: name });
+            }
+        }
+    }
+
+    fn remove_channel(&mut self, name: &str) -> Result<(), Error> {
+        self.channel_expiry.remove(name);
         let ch = self.channels.remove(name).ok_or_else(|| Error::UnknownChannel(name.to_string()))?;
         self.chan_stats.remove(&ch.id);
         self.audience.remove(&ch.id);
         self.drop_channel_objects(ch.id);
-        self.events.push(Event::ChannelWithdrawn { channel: name.to_string() });
         Ok(())
     }
 
@@ -412,6 +474,9 @@ impl Node {
             downstream_bytes: self.downstream_total,
             slow_viewers_dropped: self.slow_viewers,
             followed_playlists: self.followed() as u64,
+            endpoints: self.endpoints.values().cloned().collect(),
+            events_dropped: self.events.dropped(),
+            draining: self.draining,
         }
     }
 

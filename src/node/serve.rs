@@ -117,7 +117,10 @@ impl Node {
     }
 
     /// Routes one request: unknown channel → 404; else hit, coalesce or miss.
-    fn start_request(&mut self, now: u64, id: u64, req: Request) {
+    fn start_request(&mut self, now: u64, id: u64, mut req: Request) {
+        if self.draining {
+            req.keep_alive = false;
+        }
         if req.method == Method::Options && self.channels.route(&req.path).is_some() {
             self.preflight(now, id, req);
             return;

@@ -138,9 +138,10 @@ impl Node {
     pub(super) fn sweep(&mut self, now: u64) {
         self.timers.sweep_at = None;
         self.store.expire(now);
-        self.store.enforce_budget(now);
+        self.enforce_budget(now);
+        self.expire_channels(now);
         self.audience_tick(now);
-        if !self.store.is_empty() || !self.viewers.is_empty() {
+        if !self.store.is_empty() || !self.viewers.is_empty() || !self.channel_expiry.is_empty() {
             self.timers.arm_sweep(now);
         }
     }
