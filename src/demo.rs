@@ -153,6 +153,11 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let downstream: u64 = reports.iter().map(|r| r.bytes).sum();
     let upstream = counts.bytes_sent;
     let saving = if downstream > 0 { 1.0 - upstream as f64 / downstream as f64 } else { 0.0 };
+    let seg_requests: u64 = final_stats.channels.iter().map(|c| c.segment_requests).sum();
+    let seg_hits: u64 = final_stats.channels.iter().map(|c| c.segment_hits).sum();
+    let hit_ratio = if seg_requests > 0 { seg_hits as f64 / seg_requests as f64 } else { 0.0 };
+    let max_wait = reports.iter().flat_map(|r| r.complete_ms.iter().copied()).fold(0.0, f64::max);
+    let playlist_max = counts.per_path.iter().filter(|(p, _)| p.ends_with(".m3u8")).map(|(_, n)| *n).max().unwrap_or(0);
     let json = serde_json::json!({
         "viewers": cfg.viewers,
         "channels": ocfg.channels,
@@ -160,6 +165,11 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
         "distinct_segments": distinct.len(),
         "upstream_segment_requests": counts.segment_requests,
         "upstream_playlist_requests": counts.playlist_requests,
+        "upstream_playlist_requests_max_per_channel": playlist_max,
+        "node_downstream_bytes": final_stats.downstream_bytes,
+        "hit_ratio": (hit_ratio * 1e6).round() / 1e6,
+        "prefetch": true,
+        "max_segment_wait_ms": max_wait.round() as u64,
         "upstream_bytes": upstream,
         "downstream_bytes": downstream,
         "saving_ratio": (saving * 1e6).round() / 1e6,

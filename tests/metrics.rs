@@ -81,3 +81,54 @@ fn metrics_are_valid_prometheus_text() {
         _ => eprintln!("note: promtool not installed; checked the exposition shape only"),
     }
 }
+
+fn post(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn admin_drain_stops_new_viewers_and_events_are_listed_since_a_number() {
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let cfg = DriverConfig {
+        listen: vec![loopback],
+        admin: Some(loopback),
+        instructions: vec![Instruction::new("ch1", "/live/ch1/", "127.0.0.1:9".parse().unwrap())],
+        ..DriverConfig::default()
+    };
+    let driver = Driver::bind(cfg).unwrap();
+    let admin = driver.local_addr(Listener::Admin).unwrap();
+    let viewers = driver.local_addr(Listener::Viewers).unwrap();
+    let stop = driver.stop_handle();
+    let t = thread::spawn(move || driver.run());
+    let r = get(viewers, "/nowhere");
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    let events = get(admin, "/v1/events?since=0");
+    let body: serde_json::Value = serde_json::from_str(events.split_once("\r\n\r\n").unwrap().1).unwrap();
+    let kinds: Vec<&str> = body["events"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"channel_instructed") && kinds.contains(&"request_rejected"), "{kinds:?}");
+    let next = body["next"].as_u64().unwrap();
+    let r = post(admin, "/v1/drain");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Draining: the viewer port no longer accepts (refused, or accepted by nobody and reset).
+    thread::sleep(Duration::from_millis(100));
+    let refused = match TcpStream::connect(viewers) {
+        Err(_) => true,
+        Ok(mut s) => {
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let _ = write!(s, "GET /live/ch1/a.ts HTTP/1.1\r\nHost: x\r\n\r\n");
+            let mut buf = [0u8; 16];
+            !matches!(s.read(&mut buf), Ok(n) if n > 0)
+        }
+    };
+    assert!(refused, "no new viewer is served while draining");
+    let later = get(admin, &format!("/v1/events?since={}", next - 1));
+    assert!(later.contains("\"node_draining\""), "{later}");
+    assert!(get(admin, "/v1/stats").contains("\"draining\":true"));
+    stop.stop();
+    t.join().unwrap().unwrap();
+}

@@ -11,8 +11,9 @@ const USAGE: &str = "usage:
       Origin + node + N viewers in one process on loopback, real sockets.
   listo node --listen ADDR [--control ADDR] [--admin ADDR]
              [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N] [--cors ORIGIN|*]
+             [--syslog HOST:PORT]
       A LISTO node. Viewers connect to --listen; channels come from --channel
-      and from the control port.
+      and from the control port. Events go to stderr as RFC 5424 lines, or to --syslog (UDP).
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
                [--verbose 1]
       A synthetic live HLS origin (a CDN stand-in).
@@ -150,6 +151,7 @@ mod cli_driver {
                 "--admin" => cfg.admin = Some(addr(flag, v)?),
                 "--channel" => cfg.instructions.push(parse_channel(v)?),
                 "--memory-mib" => cfg.node.memory_budget = number::<u64>(flag, v)?.saturating_mul(1 << 20),
+                "--syslog" => cfg.events = listo::driver::EventSink::Udp(addr(flag, v)?),
                 "--cors" => {
                     if v.is_empty() || v.bytes().any(|b| b <= b' ' || b == 0x7f) {
                         return Err(format!("--cors: '{v}' is not an origin or '*'"));
@@ -161,6 +163,9 @@ mod cli_driver {
         }
         if cfg.listen.is_empty() {
             return Err("--listen ADDR is required".into());
+        }
+        if cfg.events == listo::driver::EventSink::None {
+            cfg.events = listo::driver::EventSink::Stderr;
         }
         let driver = Driver::bind(cfg.clone()).map_err(|e| e.to_string())?;
         install_signal_handlers();

@@ -203,15 +203,33 @@ impl Driver {
         }
     }
 
-    /// The admin port: `GET /metrics` (Prometheus text) and `GET /v1/stats` (JSON).
+    /// The admin port: `GET /metrics` (Prometheus text), `GET /v1/stats` (JSON),
+    /// `GET /v1/events?since=N` (events numbered above N), `POST /v1/drain`.
     fn admin(&mut self, req: &ApiRequest) -> Vec<u8> {
         let stats = self.node.stats();
-        let path = req.path.split('?').next().unwrap_or("");
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
         match (req.method.as_str(), path) {
+            ("GET", "/v1/events") => {
+                let since = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("since="))
+                    .map(|v| v.parse::<u64>())
+                    .unwrap_or(Ok(0));
+                match since {
+                    Ok(n) => json(200, self.log.since_json(n)),
+                    Err(_) => json_error(400, "since must be a non-negative integer"),
+                }
+            }
+            ("POST", "/v1/drain") => {
+                self.start_drain();
+                json(200, serde_json::json!({ "ok": true, "draining": true }))
+            }
+            (_, "/v1/events") => json_error(405, "use GET"),
+            (_, "/v1/drain") => json_error(405, "use POST"),
             ("GET", "/metrics") => response(200, "text/plain; version=0.0.4; charset=utf-8", prometheus(&stats, &self.counters).as_bytes()),
             ("GET", "/v1/stats") => json(200, stats_json(&stats, &self.counters)),
             (_, "/metrics") | (_, "/v1/stats") => json_error(405, "use GET"),
-            _ => json_error(404, "no such resource; see /metrics and /v1/stats"),
+            _ => json_error(404, "no such resource; see /metrics, /v1/stats, /v1/events, /v1/drain"),
         }
     }
 }
@@ -234,8 +252,22 @@ pub fn stats_json(s: &Stats, d: &super::DriverCounters) -> serde_json::Value {
         })
         .collect();
     let errors: serde_json::Map<String, serde_json::Value> = s.errors.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+    let endpoints: Vec<serde_json::Value> = s
+        .endpoints
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "endpoint": e.endpoint, "healthy": e.healthy, "consecutive_failures": e.consecutive_failures,
+                "successes": e.successes, "failures": e.failures, "last_error": e.last_error,
+            })
+        })
+        .collect();
     serde_json::json!({
         "channels": channels,
+        "endpoints": endpoints,
+        "draining": s.draining,
+        "events_dropped": s.events_dropped,
+        "followed_playlists": s.followed_playlists,
         "viewer_connections": s.viewer_connections,
         "upstream_connections": s.upstream_connections,
         "store_objects": s.store_objects,
@@ -290,6 +322,14 @@ pub fn prometheus(s: &Stats, d: &super::DriverCounters) -> String {
     ];
     for (name, kind, help, v) in node {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    let _ = writeln!(out, "# HELP listo_endpoint_healthy 1 when the CDN endpoint's last fetch succeeded.\n# TYPE listo_endpoint_healthy gauge");
+    for e in &s.endpoints {
+        let _ = writeln!(out, "listo_endpoint_healthy{{endpoint=\"{}\"}} {}", escape_label(&e.endpoint), u8::from(e.healthy));
+    }
+    let _ = writeln!(out, "# HELP listo_endpoint_failures_total Failed fetches per CDN endpoint.\n# TYPE listo_endpoint_failures_total counter");
+    for e in &s.endpoints {
+        let _ = writeln!(out, "listo_endpoint_failures_total{{endpoint=\"{}\"}} {}", escape_label(&e.endpoint), e.failures);
     }
     let _ = writeln!(out, "# HELP listo_error_responses_total Error responses sent to viewers, by status.\n# TYPE listo_error_responses_total counter");
     for (status, n) in &s.errors {

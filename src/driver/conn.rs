@@ -32,8 +32,14 @@ pub(super) struct ViewerSock {
 }
 
 impl ViewerSock {
+    /// Output waits for the socket.
     pub(super) fn busy(&self) -> bool {
         self.pending
+    }
+
+    /// The node's id for it.
+    pub(super) fn id(&self) -> ViewerId {
+        self.id
     }
 }
 
@@ -86,7 +92,11 @@ impl Driver {
     }
 
     fn accept(&mut self, token: Token, kind: Listener) {
-        for _ in 0..1024 {
+        for i in 0..=1024 {
+            if i == 1024 {
+                self.again.push((token, true, false));
+                return;
+            }
             let Some(Entry::Listener(_, l)) = self.entries.get(&token) else { return };
             let (mut stream, peer) = match l.accept() {
                 Ok(x) => x,
@@ -115,7 +125,11 @@ impl Driver {
 
     fn read_viewer(&mut self, token: Token) {
         let mut buf = [0u8; READ_CHUNK];
-        for _ in 0..64 {
+        for i in 0..=64 {
+            if i == 64 {
+                self.again.push((token, true, false));
+                return;
+            }
             let Some(Entry::Viewer(v)) = self.entries.get_mut(&token) else { return };
             let id = v.id;
             match v.stream.read(&mut buf) {
@@ -140,7 +154,11 @@ impl Driver {
     /// Writes what the node has for this viewer (vectored, from the shared buffers) until it
     /// is drained or the socket would block.
     pub(super) fn flush_viewer(&mut self, token: Token) {
-        for _ in 0..1024 {
+        for i in 0..=1024 {
+            if i == 1024 {
+                self.again.push((token, false, true));
+                return;
+            }
             let Some(Entry::Viewer(v)) = self.entries.get_mut(&token) else { return };
             if v.blocked {
                 v.pending = true;
@@ -241,7 +259,11 @@ impl Driver {
     }
 
     pub(super) fn flush_upstream(&mut self, token: Token) {
-        for _ in 0..64 {
+        for i in 0..=64 {
+            if i == 64 {
+                self.again.push((token, false, true));
+                return;
+            }
             let Some(Entry::Upstream(s)) = self.entries.get_mut(&token) else { return };
             if !s.connected {
                 return;
@@ -274,7 +296,11 @@ impl Driver {
         // One reused buffer; each read is copied once into a right-sized shared buffer (a
         // 64 KiB allocation kept alive by a 1.4 KiB read would inflate the store many times).
         let mut buf = vec![0u8; READ_CHUNK];
-        for _ in 0..64 {
+        for i in 0..=64 {
+            if i == 64 {
+                self.again.push((token, true, false));
+                return;
+            }
             let Some(Entry::Upstream(s)) = self.entries.get_mut(&token) else { return };
             if !s.connected {
                 return;

@@ -7,6 +7,7 @@
 
 mod api;
 mod conn;
+mod events;
 
 use std::collections::HashMap;
 use std::io;
@@ -21,6 +22,7 @@ use parking_lot::Mutex;
 
 use crate::{Config, ConnId, Instruction, Node, Stats};
 pub use conn::Listener;
+pub use events::{rfc3339, syslog_line, EventSink};
 use conn::Entry;
 
 /// How a driver runs.
@@ -38,6 +40,8 @@ pub struct DriverConfig {
     pub instructions: Vec<Instruction>,
     /// How long in-flight responses may take to finish after a stop request.
     pub drain: Duration,
+    /// Where node events are written (RFC 5424 syslog lines).
+    pub events: EventSink,
 }
 
 /// Asks a running driver to stop (from another thread or a signal handler's flag).
@@ -96,6 +100,11 @@ pub struct Driver {
     local: Vec<(Listener, SocketAddr)>,
     drain: Duration,
     counters: DriverCounters,
+    log: events::EventLog,
+    /// Sockets whose read or write loop stopped at its cap before `WouldBlock`: with
+    /// edge-triggered readiness no new event would come, so they are served again next turn.
+    again: Vec<(Token, bool, bool)>,
+    draining: bool,
 }
 
 /// Connection-level counters the driver keeps (the node counts requests and bytes).
@@ -133,6 +142,9 @@ impl Driver {
             local: Vec::new(),
             drain: if cfg.drain.is_zero() { Duration::from_secs(3) } else { cfg.drain },
             counters: DriverCounters::default(),
+            log: events::EventLog::new(cfg.events.clone()),
+            again: Vec::new(),
+            draining: false,
         };
         for addr in &cfg.listen {
             d.listen(*addr, Listener::Viewers)?;
@@ -206,10 +218,16 @@ impl Driver {
             if let Some(t) = self.node.poll_timeout() {
                 timeout = timeout.min(Duration::from_nanos(t.saturating_sub(now)));
             }
+            if !self.again.is_empty() {
+                timeout = Duration::ZERO;
+            }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
+            }
+            for (token, r, w) in std::mem::take(&mut self.again) {
+                self.event(token, r, w);
             }
             for ev in events.iter() {
                 if ev.token() == WAKER {
@@ -220,6 +238,9 @@ impl Driver {
             let now = self.now();
             self.node.handle_timeout(now);
             self.pump();
+            while let Some(e) = self.node.poll_event() {
+                self.log.record(e);
+            }
             if last_stats.elapsed() >= Duration::from_millis(250) {
                 *self.stats.lock() = self.node.stats();
                 last_stats = Instant::now();
@@ -227,11 +248,13 @@ impl Driver {
             let asked = self.stop.flag.load(Ordering::SeqCst) || SIGNALLED.load(Ordering::SeqCst);
             if asked && stopping.is_none() {
                 stopping = Some(Instant::now());
-                self.stop_accepting();
+                self.start_drain();
             }
             if let Some(since) = stopping {
-                let busy = self.entries.values().any(|e| matches!(e, Entry::Viewer(c) if c.busy()));
+                let node = &self.node;
+                let busy = self.entries.values().any(|e| matches!(e, Entry::Viewer(c) if c.busy() || node.user_busy(c.id())));
                 if !busy || since.elapsed() >= self.drain {
+                    self.stop_accepting_all();
                     *self.stats.lock() = self.node.stats();
                     return Ok(self.counters);
                 }
@@ -239,9 +262,27 @@ impl Driver {
         }
     }
 
-    fn stop_accepting(&mut self) {
+    /// Stops accepting viewers and lets the node close connections as their responses end.
+    pub(super) fn start_drain(&mut self) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        let now = self.now();
+        self.node.drain(now);
+        self.stop_accepting(Listener::Viewers);
+        self.pump();
+    }
+
+    fn stop_accepting_all(&mut self) {
+        self.stop_accepting(Listener::Viewers);
+        self.stop_accepting(Listener::Control);
+        self.stop_accepting(Listener::Admin);
+    }
+
+    fn stop_accepting(&mut self, kind: Listener) {
         let tokens: Vec<Token> =
-            self.entries.iter().filter(|(_, e)| matches!(e, Entry::Listener(..))).map(|(t, _)| *t).collect();
+            self.entries.iter().filter(|(_, e)| matches!(e, Entry::Listener(k, _) if *k == kind)).map(|(t, _)| *t).collect();
         for t in tokens {
             if let Some(Entry::Listener(_, mut l)) = self.entries.remove(&t) {
                 let _ = self.poll.registry().deregister(&mut l);

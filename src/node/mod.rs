@@ -303,6 +303,12 @@ impl Node {
         Ok(())
     }
 
+    /// True while the viewer has a response in progress, requests queued or output unwritten
+    /// (a draining host waits for these before it closes).
+    pub fn user_busy(&self, v: ViewerId) -> bool {
+        self.viewers.get(&v.0).is_some_and(|c| !c.is_idle() && !c.wants_close())
+    }
+
     /// The viewer connection is gone (closed by either side). Its state is dropped.
     pub fn user_close(&mut self, _now: u64, v: ViewerId) -> Result<(), Error> {
         self.viewers.remove(&v.0).map(|_| ()).ok_or(Error::UnknownConnection)
