@@ -50,7 +50,15 @@ fn http(c: &mut Criterion) {
     assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n") && out.ends_with(b"\r\n\r\n"));
     g.throughput(Throughput::Bytes(out.len() as u64));
     g.bench_function("write_response_head/segment_200", |b| {
-        b.iter(|| write_response_head(200, black_box(date), &[black_box(&head.passthrough), b""], BodyFraming::Length(1 << 20), true))
+        b.iter(|| {
+            write_response_head(
+                200,
+                black_box(date),
+                &[black_box(&head.passthrough), b""],
+                BodyFraming::Length(1 << 20),
+                true,
+            )
+        })
     });
 
     g.throughput(Throughput::Bytes(cdn.len() as u64));

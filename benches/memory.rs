@@ -183,7 +183,10 @@ fn per_viewer() {
     feed(&mut h, u, &phead, &small, small.len(), true);
     let store_small = h.node.stats().store_bytes;
     let s2 = snap();
-    row("idle after one request (keep-alive, buffers kept)", Snap { bytes: s2.since(s0).bytes - store_small as isize, ..s2.since(s0) });
+    row(
+        "idle after one request (keep-alive, buffers kept)",
+        Snap { bytes: s2.since(s0).bytes - store_small as isize, ..s2.since(s0) },
+    );
 
     // Every viewer asks for the 1 MiB segment; half of it arrives and is written.
     h.now += SECOND;
@@ -218,7 +221,10 @@ fn per_viewer() {
     h.pump();
     assert_eq!(h.closed, 0);
     let s5 = snap();
-    row("idle again after the segment was written", Snap { bytes: s5.since(s0).bytes - st.store_bytes as isize, ..s5.since(s0) });
+    row(
+        "idle again after the segment was written",
+        Snap { bytes: s5.since(s0).bytes - st.store_bytes as isize, ..s5.since(s0) },
+    );
 }
 
 fn store_vs_viewers() {

@@ -30,7 +30,13 @@ fn playlist(c: &mut Criterion) {
         ("fixture_index.m3u8", "/live/ch1/index.m3u8", fixture("index.m3u8"), PlaylistKind::HlsMedia, 1),
         ("fixture_manifest.mpd", "/live/ch1/manifest.mpd", fixture("manifest.mpd"), PlaylistKind::Dash, 1),
         ("hls_6_segments", "/live/ch1/index.m3u8", hls_playlist(6, 171_234).into_bytes(), PlaylistKind::HlsMedia, 6),
-        ("hls_1000_segments", "/live/ch1/index.m3u8", hls_playlist(1000, 171_234).into_bytes(), PlaylistKind::HlsMedia, 1000),
+        (
+            "hls_1000_segments",
+            "/live/ch1/index.m3u8",
+            hls_playlist(1000, 171_234).into_bytes(),
+            PlaylistKind::HlsMedia,
+            1000,
+        ),
     ];
     for (name, path, body, kind, min_uris) in &cases {
         let info = parse_playlist(path, body).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -92,7 +92,8 @@ fn warm(channels: usize) -> Warm {
     assert_eq!(fetched, objects, "each object fetched exactly once");
     // A shuffled sample of requests to replay.
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let playlists = (0..4096).map(|_| player_request(&playlist_path(rng.below(channels), rng.below(renditions)))).collect();
+    let playlists =
+        (0..4096).map(|_| player_request(&playlist_path(rng.below(channels), rng.below(renditions)))).collect();
     let segments = (0..4096)
         .map(|_| player_request(&segment_path(rng.below(channels), rng.below(renditions), rng.below(WINDOW))))
         .collect();
@@ -107,6 +108,7 @@ fn store(c: &mut Criterion) {
     let mut g = c.benchmark_group("store");
     g.measurement_time(Duration::from_secs(3));
     g.warm_up_time(Duration::from_millis(500));
+    g.sample_size(50);
     for channels in [1usize, 1000] {
         let mut w: Option<Warm> = None;
         for (name, pick_segments) in [("hit_playlist", false), ("hit_segment", true)] {

@@ -106,6 +106,11 @@ enum listo_event_kind
    * The node started draining.
    */
   LISTO_EVENT_KIND_NODE_DRAINING = 11,
+  /**
+   * A rendition's media sequence went backwards (origin restart); its cached segments were
+   * dropped: `channel`, `path` holds the playlist, `reason` "from=A to=B dropped=N".
+   */
+  LISTO_EVENT_KIND_RENDITION_RESET = 12,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

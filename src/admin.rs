@@ -158,6 +158,20 @@ pub enum Event {
     },
     /// The node is draining: responses in progress finish, connections then close.
     NodeDraining,
+    /// A rendition's media sequence went backwards (origin restart): its cached segments were
+    /// dropped so reused names are fetched anew.
+    RenditionReset {
+        /// Channel.
+        channel: String,
+        /// Media playlist path.
+        playlist: String,
+        /// Media sequence before.
+        from: u64,
+        /// Media sequence now.
+        to: u64,
+        /// Cached objects dropped.
+        dropped: u64,
+    },
 }
 
 impl Event {
@@ -165,7 +179,9 @@ impl Event {
     pub fn severity(&self) -> Severity {
         match self {
             Event::UpstreamFailed { .. } | Event::EndpointFailed { .. } => Severity::Error,
-            Event::Failover { .. } | Event::MemoryPressure { .. } | Event::ChannelExpired { .. } => Severity::Warning,
+            Event::Failover { .. } | Event::MemoryPressure { .. } | Event::ChannelExpired { .. } | Event::RenditionReset { .. } => {
+                Severity::Warning
+            }
             Event::ChannelInstructed { .. }
             | Event::ChannelReplaced { .. }
             | Event::ChannelWithdrawn { .. }
@@ -189,6 +205,7 @@ impl Event {
             Event::MemoryPressure { .. } => "memory_pressure",
             Event::RequestRejected { .. } => "request_rejected",
             Event::NodeDraining => "node_draining",
+            Event::RenditionReset { .. } => "rendition_reset",
         }
     }
 
@@ -217,6 +234,13 @@ impl Event {
             }
             Event::RequestRejected { status, reason } => vec![("status", status.to_string()), ("reason", reason.clone())],
             Event::NodeDraining => Vec::new(),
+            Event::RenditionReset { channel, playlist, from, to, dropped } => vec![
+                ("channel", channel.clone()),
+                ("playlist", playlist.clone()),
+                ("from", from.to_string()),
+                ("to", to.to_string()),
+                ("dropped", dropped.to_string()),
+            ],
         }
     }
 }

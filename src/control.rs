@@ -66,6 +66,14 @@ impl Instruction {
             if !p.starts_with(&self.path_prefix) {
                 return bad("prefetch paths must lie under path_prefix");
             }
+            // They go upstream verbatim as request targets.
+            if p.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'#') {
+                return bad("prefetch path holds a space, control, non-ASCII byte or '#'");
+            }
+            let path = p.split('?').next().unwrap_or("").to_ascii_lowercase();
+            if path.split('/').any(|s| s == "." || s == "..") || ["%2e", "%2f", "%5c", "\\"].iter().any(|x| path.contains(x)) {
+                return bad("prefetch path holds a dot segment or an encoded dot or slash");
+            }
         }
         Ok(())
     }

@@ -50,6 +50,9 @@ mod error;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod http;
+mod idmap;
+#[cfg(feature = "instructor")]
+pub mod instructor;
 pub mod media;
 pub mod node;
 #[cfg(feature = "driver")]

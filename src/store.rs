@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use crate::http::ResponseHead;
+use crate::idmap::IdMap;
 
 /// Identifies an object in the store; never reused.
 pub type ObjId = u64;
@@ -92,7 +93,7 @@ pub enum Lookup {
 /// The store: objects, their index by key, and the byte budget.
 #[derive(Debug)]
 pub struct Store {
-    objects: HashMap<ObjId, Object>,
+    objects: IdMap<Object>,
     index: HashMap<ObjectKey, ObjId>,
     next_id: ObjId,
     bytes: u64,
@@ -103,7 +104,7 @@ pub struct Store {
 impl Store {
     /// An empty store that tries to hold at most `budget` body bytes.
     pub fn new(budget: u64) -> Self {
-        Store { objects: HashMap::new(), index: HashMap::new(), next_id: 1, bytes: 0, budget, evictions: 0 }
+        Store { objects: IdMap::default(), index: HashMap::new(), next_id: 1, bytes: 0, budget, evictions: 0 }
     }
 
     /// Body bytes the store holds (complete and filling objects).
@@ -248,6 +249,23 @@ impl Store {
                 obj.fresh_until = obj.fresh_until.max(until);
             }
         }
+    }
+
+    /// Drops the complete objects of `channel` whose path starts with `dir`, except `keep`;
+    /// returns how many (filling ones finish for their readers).
+    pub fn drop_under(&mut self, channel: u64, dir: &str, keep: &str) -> usize {
+        let ids: Vec<ObjId> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o.key.channel == channel && o.state == ObjState::Complete && o.key.path.starts_with(dir) && &*o.key.path != keep
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.remove(*id);
+        }
+        ids.len()
     }
 
     /// Drops complete objects past their freshness; returns how many.

@@ -17,6 +17,13 @@ const USAGE: &str = "usage:
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
                [--verbose 1]
       A synthetic live HLS origin (a CDN stand-in).
+  listo instructor --listen ADDR --topology FILE [--trusted-proxy IP[/LEN]]... [--ttl S]
+                   [--ack-wait-ms MS] [--verbose 1]
+      HTTP mediator + instructor: 302s a viewer's GET to the node chosen for its address (or the
+      last X-Forwarded-For hop from a trusted proxy) and instructs that node. SIGHUP reloads.
+  listo dns --listen ADDR --zone NAME --topology FILE [--ttl S]
+      Authoritative DNS (UDP and TCP) for NAME: A/AAAA with the chosen node's IP, by EDNS
+      Client Subnet when present, else the query's source. SIGHUP reloads the topology.
   listo simulate [--viewers N] [--seconds S] [--channels C] [--seed X] [--no-prefetch]
       A whole network in virtual time. The last line printed is one JSON object.";
 
@@ -35,6 +42,10 @@ fn main() -> ExitCode {
         "origin" => cli_driver::origin(rest),
         #[cfg(feature = "driver")]
         "demo" => cli_driver::demo(rest),
+        #[cfg(all(feature = "driver", feature = "instructor"))]
+        "instructor" => instructor(rest),
+        #[cfg(all(feature = "driver", feature = "instructor"))]
+        "dns" => dns(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -70,6 +81,87 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
 
 fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
     v.parse().map_err(|_| format!("{flag}: '{v}' is not an address like 127.0.0.1:8080 or [::1]:8080"))
+}
+
+/// `listo instructor`: the HTTP mediator and instructor until SIGINT/SIGTERM (SIGHUP reloads).
+#[cfg(all(feature = "driver", feature = "instructor"))]
+fn instructor(args: &[String]) -> Result<(), String> {
+    use listo::instructor::{install_sighup_handler, HttpMediator, HttpMediatorConfig, Instructor, InstructorConfig};
+    let (mut listen, mut topology, mut trusted) = (None, None, Vec::new());
+    let mut icfg = InstructorConfig::default();
+    for (flag, v) in flag_pairs(args)? {
+        match flag {
+            "--listen" => listen = Some(addr(flag, v)?),
+            "--topology" => topology = Some(std::path::PathBuf::from(v)),
+            "--trusted-proxy" => {
+                let net = match v.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ipnet::IpNet::from(ip),
+                    Err(_) => v.parse().map_err(|_| format!("{flag}: '{v}' is not an IP address or prefix"))?,
+                };
+                trusted.push(net);
+            }
+            "--ttl" => icfg.ttl_s = number(flag, v)?,
+            "--ack-wait-ms" => icfg.ack_wait = std::time::Duration::from_millis(number(flag, v)?),
+            "--verbose" => icfg.verbose = v == "1" || v == "true",
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    let listen = listen.ok_or("--listen ADDR is required")?;
+    let topology = topology.ok_or("--topology FILE is required")?;
+    let verbose = icfg.verbose;
+    let ins = Instructor::from_file(&topology, icfg).map_err(|e| format!("{}: {e}", topology.display()))?;
+    let summary = ins.topology().summary();
+    let mut cfg = HttpMediatorConfig::new(listen);
+    cfg.trusted_proxies = trusted;
+    cfg.verbose = verbose;
+    let m = HttpMediator::start(cfg, ins.clone()).map_err(|e| e.to_string())?;
+    listo::driver::install_signal_handlers();
+    install_sighup_handler();
+    eprintln!("listo instructor on {}: {summary}", m.local_addr());
+    while !listo::driver::signalled() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let s = m.stats();
+    eprintln!("listo instructor: stopped; {} to nodes, {} to the CDN, {} instructions", s.to_node, s.to_cdn, ins.stats().posts);
+    m.shutdown();
+    ins.stop();
+    Ok(())
+}
+
+/// `listo dns`: the DNS mediator until SIGINT/SIGTERM (SIGHUP reloads the topology).
+#[cfg(all(feature = "driver", feature = "instructor"))]
+fn dns(args: &[String]) -> Result<(), String> {
+    use listo::instructor::{install_sighup_handler, DnsConfig, DnsServer, Instructor, InstructorConfig};
+    let (mut listen, mut zone, mut topology, mut ttl) = (None, None, None, None);
+    for (flag, v) in flag_pairs(args)? {
+        match flag {
+            "--listen" => listen = Some(addr(flag, v)?),
+            "--zone" => zone = Some(v.to_string()),
+            "--topology" => topology = Some(std::path::PathBuf::from(v)),
+            "--ttl" => ttl = Some(number::<u32>(flag, v)?),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    let listen = listen.ok_or("--listen ADDR is required")?;
+    let zone = zone.ok_or("--zone NAME is required")?;
+    let topology = topology.ok_or("--topology FILE is required")?;
+    let ins = Instructor::from_file(&topology, InstructorConfig::default()).map_err(|e| format!("{}: {e}", topology.display()))?;
+    let mut cfg = DnsConfig::new(listen, &zone);
+    if let Some(t) = ttl {
+        cfg.ttl = t;
+    }
+    let server = DnsServer::start(cfg, ins.clone()).map_err(|e| e.to_string())?;
+    listo::driver::install_signal_handlers();
+    install_sighup_handler();
+    eprintln!("listo dns on {} (udp+tcp) for {zone}: {}", server.local_addr(), ins.topology().summary());
+    while !listo::driver::signalled() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let s = server.stats();
+    eprintln!("listo dns: stopped; {} udp + {} tcp queries, {} to nodes, {} to the CDN", s.udp_queries, s.tcp_queries, s.to_node, s.to_cdn);
+    server.shutdown();
+    ins.stop();
+    Ok(())
 }
 
 fn simulate(args: &[String]) -> Result<(), String> {

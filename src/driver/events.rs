@@ -217,6 +217,7 @@ mod tests {
             Event::MemoryPressure { evicted: 3, store_bytes: 1000 },
             Event::RequestRejected { status: 400, reason: "bad\nline".into() },
             Event::NodeDraining,
+            Event::RenditionReset { channel: "ch1".into(), playlist: "/live/ch1/v0/index.m3u8".into(), from: 9, to: 1, dropped: 4 },
         ];
         for e in &all {
             let line = syslog_line(e, 1_764_064_800_123, "node-1", 4242);

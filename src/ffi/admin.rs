@@ -35,6 +35,9 @@ pub enum listo_event_kind {
     MemoryPressure = 10,
     /// The node started draining.
     NodeDraining = 11,
+    /// A rendition's media sequence went backwards (origin restart); its cached segments were
+    /// dropped: `channel`, `path` holds the playlist, `reason` "from=A to=B dropped=N".
+    RenditionReset = 12,
 }
 
 /// One admin event, filled by `listo_node_poll_event` into the caller's struct. Set `size` to
@@ -189,6 +192,12 @@ fn event_to_c(e: &Event) -> listo_event {
             cut |= fill_chars(&mut out.reason, &format!("evicted={evicted} store_bytes={store_bytes}"));
         }
         Event::NodeDraining => out.kind = listo_event_kind::NodeDraining,
+        Event::RenditionReset { channel, playlist, from, to, dropped } => {
+            out.kind = listo_event_kind::RenditionReset;
+            cut |= fill_chars(&mut out.channel, channel);
+            cut |= fill_chars(&mut out.path, playlist);
+            cut |= fill_chars(&mut out.reason, &format!("from={from} to={to} dropped={dropped}"));
+        }
     }
     out.truncated = u16::from(cut);
     out

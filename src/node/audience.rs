@@ -28,6 +28,11 @@ pub(super) struct ChannelAudience {
 }
 
 impl ChannelAudience {
+    /// The channel's target duration, once a playlist told it.
+    pub(super) fn target(&self) -> Option<u64> {
+        self.target
+    }
+
     /// Viewer-seconds so far.
     pub(super) fn viewer_seconds(&self) -> u64 {
         (self.viewer_ns / SECOND as u128) as u64

@@ -31,11 +31,23 @@ pub(super) struct Fetch {
     attempt: usize,
     silent_retries: u8,
     conn: Option<u64>,
+    /// An LL-HLS blocking playlist reload (`_HLS_msn`): the upstream may hold it up to three
+    /// target durations, and running out of that time is a 503 (RFC 8216bis §6.2.5.2).
+    blocking: Option<u64>,
 }
 
 impl Node {
     /// Creates the fetch for a new filling object and sends it on its way.
     pub(super) fn start_fetch(&mut self, now: u64, obj: ObjId, channel: u64, path: String) {
+        self.start_fetch_with(now, obj, channel, path, None);
+    }
+
+    /// Like `start_fetch`, for an LL-HLS blocking playlist reload the upstream may hold `hold` ns.
+    pub(super) fn start_fetch_blocking(&mut self, now: u64, obj: ObjId, channel: u64, path: String, hold: u64) {
+        self.start_fetch_with(now, obj, channel, path, Some(hold));
+    }
+
+    fn start_fetch_with(&mut self, now: u64, obj: ObjId, channel: u64, path: String, blocking: Option<u64>) {
         let Some(ch) = self.channels.by_id(channel) else { return };
         let fetch = Fetch {
             channel,
@@ -45,6 +57,7 @@ impl Node {
             attempt: 0,
             silent_retries: 0,
             conn: None,
+            blocking,
         };
         self.fetches.insert(obj, fetch);
         self.timers.arm_sweep(now);
@@ -97,7 +110,7 @@ impl Node {
     fn assign(&mut self, now: u64, u: u64, obj: ObjId) {
         let (Some(f), Some(conn)) = (self.fetches.get_mut(&obj), self.upstreams.get_mut(&u)) else { return };
         conn.start_request(obj, &f.path, &f.host);
-        conn.deadline = now + self.cfg.first_byte_timeout;
+        conn.deadline = now + f.blocking.unwrap_or(self.cfg.first_byte_timeout);
         f.conn = Some(u);
         if let Some(s) = self.chan_stats.get_mut(&f.channel) {
             s.upstream_requests += 1;
@@ -193,6 +206,12 @@ impl Node {
         };
         let Some(obj) = obj else { return };
         let head_sent = phase == UpPhase::Body;
+        let blocking = self.fetches.get(&obj).is_some_and(|f| f.blocking.is_some());
+        if blocking && status == 504 && phase == UpPhase::AwaitHead {
+            // The part did not appear within three target durations.
+            self.fetch_failed(now, obj, 503, "blocking playlist reload timed out", false);
+            return;
+        }
         self.fetch_failed(now, obj, status, reason, !head_sent);
     }
 
@@ -337,6 +356,10 @@ impl Node {
                 self.note_target(channel, t);
             }
             let half_target = target.map(|t| t / 2);
+            if let Some(seq) = info.as_ref().filter(|i| i.kind == media::PlaylistKind::HlsMedia).and_then(|i| i.media_sequence) {
+                let key = ObjectKey { channel, path: base.clone().into() };
+                self.check_media_sequence(&key, seq);
+            }
             let ttl = max_age.or(half_target).unwrap_or(self.cfg.playlist_default_ttl);
             let fresh_until = if channel_alive { now + ttl } else { now };
             if let Some(info) = &info {
@@ -357,6 +380,22 @@ impl Node {
             self.segment_settled(now, id);
         }
         self.enforce_budget(now);
+    }
+
+    /// A rendition's media sequence went backwards (an origin restart): its segments may come
+    /// back under reused names with other bytes, so everything cached beside the playlist goes.
+    fn check_media_sequence(&mut self, key: &ObjectKey, seq: u64) {
+        let base = key.path.split('?').next().unwrap_or("").to_string();
+        let prev = self.media_sequences.insert(base.clone(), seq);
+        if prev.is_some_and(|p| seq < p) {
+            let dir = match base.rfind('/') {
+                Some(i) => base[..=i].to_string(),
+                None => return,
+            };
+            let dropped = self.store.drop_under(key.channel, &dir, &key.path);
+            let channel = self.chan_stats.get(&key.channel).map(|s| s.channel.clone()).unwrap_or_default();
+            self.events.push(Event::RenditionReset { channel, playlist: base, from: prev.unwrap_or(0), to: seq, dropped: dropped as u64 });
+        }
     }
 
     /// Evicts for the memory budget; tells the OSS when it had to.

@@ -195,9 +195,12 @@ impl Node {
     }
 
     /// The follow timer: refresh the playlist if it has had viewers lately, else stop.
-    pub(super) fn follow_timer(&mut self, now: u64, token: u64) {
+    pub(super) fn follow_timer(&mut self, now: u64, token: u64, pushed: u64) {
         let Some(key) = self.prefetch.keys.get(&token).cloned() else { return };
         let Some(f) = self.prefetch.follows.get_mut(&key) else { return };
+        if f.scheduled != pushed {
+            return;
+        }
         f.scheduled = u64::MAX;
         if now.saturating_sub(f.last_viewer) > self.cfg.follow_idle || self.channels.by_id(key.channel).is_none() {
             self.prefetch.follows.remove(&key);

@@ -21,9 +21,10 @@ use bytes::Bytes;
 
 use crate::admin::{ChannelStats, Event, EventQueue, Stats};
 use crate::config::Config;
+use crate::idmap::IdMap;
 use crate::control::{ChannelTable, Instruction};
 use crate::http::RequestLimits;
-use crate::store::{ObjId, Store};
+use crate::store::Store;
 use crate::upstream::{UpConn, UpPhase};
 use crate::user::ViewerConn;
 use crate::Error;
@@ -79,10 +80,10 @@ pub struct Node {
     channels: ChannelTable,
     chan_stats: HashMap<u64, ChannelStats>,
     store: Store,
-    viewers: HashMap<u64, ViewerConn>,
-    upstreams: HashMap<u64, UpConn>,
+    viewers: IdMap<ViewerConn>,
+    upstreams: IdMap<UpConn>,
     pools: HashMap<SocketAddr, Pool>,
-    fetches: HashMap<ObjId, Fetch>,
+    fetches: IdMap<Fetch>,
     connects: VecDeque<(UpstreamId, SocketAddr)>,
     ready: VecDeque<ConnId>,
     timers: Timers,
@@ -98,6 +99,8 @@ pub struct Node {
     endpoints: BTreeMap<SocketAddr, crate::admin::EndpointStats>,
     channel_expiry: HashMap<String, u64>,
     draining: bool,
+    /// Last media sequence seen per media playlist path (origin restarts).
+    media_sequences: HashMap<String, u64>,
 }
 
 impl Node {
@@ -115,10 +118,10 @@ impl Node {
             cfg,
             channels: ChannelTable::default(),
             chan_stats: HashMap::new(),
-            viewers: HashMap::new(),
-            upstreams: HashMap::new(),
+            viewers: IdMap::default(),
+            upstreams: IdMap::default(),
             pools: HashMap::new(),
-            fetches: HashMap::new(),
+            fetches: IdMap::default(),
             connects: VecDeque::new(),
             ready: VecDeque::new(),
             timers: Timers::default(),
@@ -133,6 +136,7 @@ impl Node {
             endpoints: BTreeMap::new(),
             channel_expiry: HashMap::new(),
             draining: false,
+            media_sequences: HashMap::new(),
         }
     }
 
@@ -431,12 +435,12 @@ impl Node {
 
     /// Runs every timer due at `now`. Calling it early is harmless.
     pub fn handle_timeout(&mut self, now: u64) {
-        while let Some(key) = self.timers.pop_due(now) {
+        while let Some((at, key)) = self.timers.pop_due(now) {
             match key {
-                TimerKey::Viewer(id) => self.viewer_timer(now, id),
-                TimerKey::Upstream(id) => self.upstream_timer(now, id),
+                TimerKey::Viewer(id) => self.viewer_timer(now, id, at),
+                TimerKey::Upstream(id) => self.upstream_timer(now, id, at),
                 TimerKey::Sweep => self.sweep(now),
-                TimerKey::Follow(t) => self.follow_timer(now, t),
+                TimerKey::Follow(t) => self.follow_timer(now, t, at),
                 TimerKey::Gate(id) => self.gate_timer(now, id),
             }
         }

@@ -35,6 +35,10 @@ impl Node {
                 break;
             }
             if let Some(req) = v.pending.pop_front() {
+                if v.pending.is_empty() && v.pending.capacity() > 0 {
+                    // An idle keep-alive connection keeps no request-sized buffers.
+                    v.pending = std::collections::VecDeque::new();
+                }
                 self.start_request(now, id, req);
                 continue;
             }
@@ -143,7 +147,10 @@ impl Node {
         let session = super::audience::session_key(peer, req.user_agent.as_deref(), id);
         self.note_session(now, channel, session);
         let is_playlist = media::is_playlist_path(&req.path);
-        if is_playlist {
+        // LL-HLS blocking reload: keyed by (rendition, msn, part) like any query, so every
+        // viewer holding for the same part shares one upstream blocking request.
+        let blocking = is_playlist && req.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("_HLS_msn=")));
+        if is_playlist && !req.query.as_deref().is_some_and(|q| q.contains("_HLS_")) {
             self.note_playlist_viewer(now, &key);
         }
         let stats = self.chan_stats.entry(channel).or_default();
@@ -172,7 +179,12 @@ impl Node {
                 let upstream_path = req.path_and_query();
                 let obj = self.store.insert_filling(key, kind, now);
                 self.attach(now, id, req, obj, channel);
-                self.start_fetch(now, obj, channel, upstream_path);
+                if blocking {
+                    let target = self.audience.get(&channel).and_then(|a| a.target()).unwrap_or(6 * crate::SECOND);
+                    self.start_fetch_blocking(now, obj, channel, upstream_path, 3 * target);
+                } else {
+                    self.start_fetch(now, obj, channel, upstream_path);
+                }
             }
         }
     }
@@ -343,7 +355,7 @@ impl Node {
     pub(super) fn object_complete(&mut self, now: u64, obj: ObjId) {
         let readers = self.live_readers(obj);
         if let Some(o) = self.store.get_mut(obj) {
-            o.readers.clear();
+            o.readers = Vec::new();
         }
         for id in readers {
             let mode = self.viewers.get(&id).and_then(|v| v.front.as_ref()).map(|f| (f.mode, f.channel));

@@ -36,9 +36,10 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _))| *at)
     }
 
-    pub(super) fn pop_due(&mut self, now: u64) -> Option<TimerKey> {
+    /// The next due entry and the deadline it was pushed with.
+    pub(super) fn pop_due(&mut self, now: u64) -> Option<(u64, TimerKey)> {
         match self.heap.peek() {
-            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, k))| k),
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
         }
     }
@@ -91,9 +92,14 @@ impl Node {
         }
     }
 
-    pub(super) fn viewer_timer(&mut self, now: u64, id: u64) {
+    /// A viewer's timer entry pushed for `pushed` popped. Entries superseded by an earlier one
+    /// are dropped here, so the heap holds at most one live entry per viewer.
+    pub(super) fn viewer_timer(&mut self, now: u64, id: u64, pushed: u64) {
         let at = self.viewer_deadline(id);
         let Some(v) = self.viewers.get_mut(&id) else { return };
+        if v.scheduled != pushed {
+            return;
+        }
         v.scheduled = u64::MAX;
         if at > now {
             self.reschedule_viewer(id);
@@ -116,8 +122,12 @@ impl Node {
         }
     }
 
-    pub(super) fn upstream_timer(&mut self, now: u64, id: u64) {
+    /// An upstream connection's timer entry pushed for `pushed` popped (superseded ones dropped).
+    pub(super) fn upstream_timer(&mut self, now: u64, id: u64, pushed: u64) {
         let Some(c) = self.upstreams.get_mut(&id) else { return };
+        if c.scheduled != pushed {
+            return;
+        }
         c.scheduled = u64::MAX;
         if c.deadline > now {
             self.reschedule_upstream(id);

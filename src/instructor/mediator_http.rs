@@ -1,0 +1,436 @@
+//! The HTTP mediator (`listo instructor`): answers a viewer's `GET` for a channel path with
+//! `302 Found` to the same path and query on the chosen node, instructing that node (and every
+//! level above it) first — see the module docs of [`crate::instructor`] for the timing.
+//!
+//! * Client address: the TCP peer, or — only when the peer is a trusted proxy — the last hop of
+//!   `X-Forwarded-For` (the one the trusted proxy itself appended).
+//! * `Location` is `http://{node listen}{target}`, built from the validated request target only:
+//!   a target with a control byte, space, non-ASCII byte, `#`, `\`, a dot segment or not in
+//!   origin form is refused with 400, and no request header ever reaches `Location`.
+//! * Unknown channel path → 404; client in no PID with nodes → 302 to the channel's CDN
+//!   endpoint; a node that could not be instructed → 302 to the CDN endpoint too.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::lpm::canonical;
+use super::{Instructor, Readiness, Route};
+
+/// Longest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// Longest request target accepted.
+const MAX_TARGET: usize = 8 * 1024;
+/// Requests served on one keep-alive connection before it is closed.
+const MAX_REQUESTS_PER_CONN: usize = 1000;
+
+/// How the HTTP mediator runs.
+#[derive(Debug, Clone)]
+pub struct HttpMediatorConfig {
+    /// Where viewers (or the proxy in front) connect.
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` is believed (addresses or prefixes).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Most connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Idle and I/O timeout per connection.
+    pub io_timeout: Duration,
+    /// Log one line per redirect to stderr.
+    pub verbose: bool,
+}
+
+impl HttpMediatorConfig {
+    /// A mediator on `listen` that trusts no proxy.
+    pub fn new(listen: SocketAddr) -> Self {
+        HttpMediatorConfig { listen, trusted_proxies: Vec::new(), max_connections: 4096, io_timeout: Duration::from_secs(10), verbose: false }
+    }
+}
+
+/// What the HTTP mediator answered so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediatorStats {
+    /// 302s to a node.
+    pub to_node: u64,
+    /// 302s to a CDN endpoint (client in no PID with nodes, or the node could not be instructed).
+    pub to_cdn: u64,
+    /// Redirects sent while the node's acknowledgement was still outstanding.
+    pub unacknowledged: u64,
+    /// 404s (no channel for the path).
+    pub not_found: u64,
+    /// 400/405/431 answers.
+    pub refused: u64,
+    /// Connections accepted.
+    pub connections: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    to_node: AtomicU64,
+    to_cdn: AtomicU64,
+    unacknowledged: AtomicU64,
+    not_found: AtomicU64,
+    refused: AtomicU64,
+    connections: AtomicU64,
+}
+
+struct Ctx {
+    instructor: Arc<Instructor>,
+    cfg: HttpMediatorConfig,
+    counters: Counters,
+    open: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// A running HTTP mediator.
+pub struct HttpMediator {
+    local: SocketAddr,
+    ctx: Arc<Ctx>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HttpMediator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMediator").field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+impl HttpMediator {
+    /// Binds and starts serving in background threads.
+    pub fn start(cfg: HttpMediatorConfig, instructor: Arc<Instructor>) -> io::Result<HttpMediator> {
+        let listener = TcpListener::bind(cfg.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen)))?;
+        let local = listener.local_addr()?;
+        let ctx = Arc::new(Ctx { instructor, cfg, counters: Counters::default(), open: AtomicUsize::new(0), stop: AtomicBool::new(false) });
+        let thread = std::thread::Builder::new().name("listo-mediator".into()).spawn({
+            let ctx = ctx.clone();
+            move || accept_loop(listener, ctx)
+        })?;
+        Ok(HttpMediator { local, ctx, thread: Some(thread) })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> MediatorStats {
+        let c = &self.ctx.counters;
+        MediatorStats {
+            to_node: c.to_node.load(Ordering::Relaxed),
+            to_cdn: c.to_cdn.load(Ordering::Relaxed),
+            unacknowledged: c.unacknowledged.load(Ordering::Relaxed),
+            not_found: c.not_found.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            connections: c.connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops accepting (connections in progress finish their current request).
+    pub fn shutdown(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        self.ctx.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept.
+        let mut wake = self.local;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(if wake.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]) });
+        }
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for HttpMediator {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.stop_inner();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
+    loop {
+        let accepted = listener.accept();
+        if ctx.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
+        if ctx.open.fetch_add(1, Ordering::SeqCst) >= ctx.cfg.max_connections {
+            ctx.open.fetch_sub(1, Ordering::SeqCst);
+            drop(stream);
+            continue;
+        }
+        let c = ctx.clone();
+        let spawned = std::thread::Builder::new().name("listo-mediator-conn".into()).spawn(move || {
+            serve(stream, peer, &c);
+            c.open.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            ctx.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// One answer: status, extra header lines (already safe), body, and whether to close after.
+struct Answer {
+    status: u16,
+    location: Option<String>,
+    allow: bool,
+    body: String,
+    close: bool,
+}
+
+impl Answer {
+    fn error(status: u16, body: &str) -> Answer {
+        Answer { status, location: None, allow: status == 405, body: format!("{body}\n"), close: true }
+    }
+}
+
+fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(ctx.cfg.io_timeout));
+    let _ = stream.set_write_timeout(Some(ctx.cfg.io_timeout));
+    let mut buf: Vec<u8> = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    for _ in 0..MAX_REQUESTS_PER_CONN {
+        // Read until a complete head is buffered.
+        let head_end = loop {
+            if let Some(i) = find_head_end(&buf) {
+                break Some(i);
+            }
+            if buf.len() > MAX_HEAD {
+                break None;
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        };
+        let (answer, head, consumed) = match head_end {
+            None => (Answer::error(431, "request head too large"), false, buf.len()),
+            Some(end) => (handle(&buf[..end], peer.ip(), ctx), true, end),
+        };
+        if answer.status >= 400 {
+            let c = &ctx.counters;
+            if answer.status == 404 { c.not_found.fetch_add(1, Ordering::Relaxed) } else { c.refused.fetch_add(1, Ordering::Relaxed) };
+        }
+        let is_head = head && buf.starts_with(b"HEAD ");
+        buf.drain(..consumed);
+        if write_answer(&mut stream, &answer, is_head).is_err() || answer.close {
+            let _ = stream.shutdown(Shutdown::Write);
+            // Drain briefly so the peer reads the answer before a reset.
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let _ = stream.read(&mut chunk);
+            return;
+        }
+        if ctx.stop.load(Ordering::SeqCst) {
+            return;
+        }
+    }
+}
+
+/// End of the head: after CRLF CRLF (or LF LF, which httparse also accepts).
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn write_answer(stream: &mut TcpStream, a: &Answer, head_only: bool) -> io::Result<()> {
+    let mut out = format!("HTTP/1.1 {} {}\r\n", a.status, crate::http::reason_phrase(a.status));
+    if let Some(l) = &a.location {
+        out.push_str("Location: ");
+        out.push_str(l);
+        out.push_str("\r\n");
+    }
+    if a.allow {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: text/plain; charset=utf-8\r\n");
+    out.push_str(&format!("Content-Length: {}\r\n", a.body.len()));
+    out.push_str(if a.close { "Connection: close\r\n\r\n" } else { "Connection: keep-alive\r\n\r\n" });
+    if !head_only {
+        out.push_str(&a.body);
+    }
+    stream.write_all(out.as_bytes())
+}
+
+/// Answers one complete request head.
+fn handle(head: &[u8], peer: IpAddr, ctx: &Ctx) -> Answer {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Answer::error(400, "incomplete request"),
+        Err(e) => return Answer::error(400, &format!("malformed request: {e}")),
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Answer::error(400, "malformed request line");
+    };
+    let mut close = version == 0;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.split(',').any(|t| t.trim() == "close") {
+                close = true;
+            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
+                close = false;
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (h.name.eq_ignore_ascii_case("content-length") && h.value.iter().any(|&b| b != b'0' && !b.is_ascii_whitespace()))
+        {
+            return Answer::error(400, "request bodies are not accepted");
+        }
+    }
+    if method != "GET" && method != "HEAD" {
+        return Answer::error(405, "only GET and HEAD");
+    }
+    let (path, _query) = match check_target(target) {
+        Ok(x) => x,
+        Err(why) => return Answer::error(400, why),
+    };
+    let client = match client_ip(peer, req.headers, &ctx.cfg.trusted_proxies) {
+        Ok(ip) => ip,
+        Err(why) => return Answer::error(400, why),
+    };
+    let topo = ctx.instructor.topology();
+    let Some(channel) = topo.channel_for_path(path) else {
+        return Answer::error(404, "no channel for this path");
+    };
+    let route = topo.route(&IpNet::from(client), channel);
+    let (to, via) = match route {
+        Route::Cdn { endpoint } => (endpoint, "cdn"),
+        Route::Node { listen, steps } => {
+            let prefetch = crate::media::is_playlist_path(path).then_some(target);
+            match ctx.instructor.instruct(&steps, prefetch, ctx.instructor.config().ack_wait) {
+                Readiness::Ready => (listen, "node"),
+                Readiness::Pending => {
+                    ctx.counters.unacknowledged.fetch_add(1, Ordering::Relaxed);
+                    (listen, "node")
+                }
+                Readiness::Failed(e) => {
+                    if ctx.cfg.verbose {
+                        eprintln!("listo instructor: {client}: node {listen} unavailable ({e}); sending to the CDN");
+                    }
+                    (topo.endpoints_from(channel, topo.pid_of(client).map(|(_, p)| p)).first().copied().unwrap_or(listen), "cdn")
+                }
+            }
+        }
+    };
+    if via == "node" {
+        ctx.counters.to_node.fetch_add(1, Ordering::Relaxed);
+    } else {
+        ctx.counters.to_cdn.fetch_add(1, Ordering::Relaxed);
+    }
+    if ctx.cfg.verbose {
+        eprintln!("listo instructor: {client} {method} {target} → {via} {to}");
+    }
+    Answer { status: 302, location: Some(format!("http://{to}{target}")), allow: false, body: String::new(), close }
+}
+
+/// Checks a request target for use in `Location`; returns (path, query).
+pub fn check_target(target: &str) -> Result<(&str, Option<&str>), &'static str> {
+    if target.len() > MAX_TARGET {
+        return Err("request target too long");
+    }
+    if !target.starts_with('/') || target.starts_with("//") {
+        return Err("request target must be a path (origin form)");
+    }
+    if target.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'#' || b == b'\\') {
+        return Err("request target holds a control byte, space, non-ASCII byte, '#' or '\\'");
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    for seg in path.split('/') {
+        let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+        if decoded == "." || decoded == ".." {
+            return Err("request path holds a dot segment");
+        }
+    }
+    Ok((path, query))
+}
+
+/// The client's address: the peer, or the last `X-Forwarded-For` hop when the peer is trusted.
+pub fn client_ip(peer: IpAddr, headers: &[httparse::Header<'_>], trusted: &[IpNet]) -> Result<IpAddr, &'static str> {
+    let peer = canonical(peer);
+    if !trusted.iter().any(|n| n.contains(&peer)) {
+        return Ok(peer);
+    }
+    let mut last: Option<&[u8]> = None;
+    for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
+        if let Some(hop) = h.value.split(|&b| b == b',').map(|s| s.trim_ascii()).filter(|s| !s.is_empty()).last() {
+            last = Some(hop);
+        }
+    }
+    let Some(hop) = last else { return Ok(peer) };
+    let hop = std::str::from_utf8(hop).map_err(|_| "X-Forwarded-For is not ASCII")?;
+    parse_hop(hop).map(canonical).ok_or("X-Forwarded-For's last hop is not an IP address")
+}
+
+/// `1.2.3.4`, `1.2.3.4:5`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:5`.
+fn parse_hop(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, tail) = rest.split_once(']')?;
+        if !(tail.is_empty() || tail.strip_prefix(':').is_some_and(|p| p.parse::<u16>().is_ok())) {
+            return None;
+        }
+        return ip.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (ip, port) = s.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(check_target("/live/ch1/index.m3u8?a=1"), Ok(("/live/ch1/index.m3u8", Some("a=1"))));
+        for bad in ["live", "//evil.example/x", "/a b", "/a\r\nSet-Cookie: x", "/a\t", "/x#y", "/a/../b", "/a/%2e%2E/b", "/a\\b", "/é", "/a/./b"] {
+            assert!(check_target(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hops() {
+        let h = |v: &'static [u8]| httparse::Header { name: "X-Forwarded-For", value: v };
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(lo, &[h(b"1.1.1.1, 10.1.2.3")], &trusted), Ok("10.1.2.3".parse().unwrap()));
+        assert_eq!(client_ip(lo, &[h(b"1.1.1.1"), h(b"[2001:db8::1]:443")], &trusted), Ok("2001:db8::1".parse().unwrap()));
+        assert_eq!(client_ip(lo, &[h(b"10.0.0.1:80")], &trusted), Ok("10.0.0.1".parse().unwrap()));
+        assert_eq!(client_ip(lo, &[h(b"::ffff:10.0.0.9")], &trusted), Ok("10.0.0.9".parse().unwrap()));
+        assert!(client_ip(lo, &[h(b"unknown")], &trusted).is_err());
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(client_ip(other, &[h(b"10.1.2.3")], &trusted), Ok(other));
+        assert_eq!(client_ip(lo, &[], &trusted), Ok(lo));
+    }
+}
