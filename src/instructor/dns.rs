@@ -437,5 +437,6 @@ fn address_for(ctx: &Ctx, topo: &Topology, fqdn: &Name, client: &IpNet, by_ecs: 
             ctx.counters.to_cdn.fetch_add(1, Ordering::Relaxed);
             Some((endpoint.ip(), scope))
         }
+        Route::Nowhere => None,
     }
 }

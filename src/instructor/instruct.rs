@@ -73,6 +73,7 @@ pub(crate) enum Dispatch {
     Failed(String),
 }
 
+#[allow(clippy::large_enum_variant)] // a handful per job, never stored for long
 enum Item {
     Post { key: (SocketAddr, String), control: SocketAddr, instruction: Instruction, sig: String },
     Wait(Arc<Ticket>),
@@ -190,11 +191,10 @@ impl Instructor {
                     if r.is_err() {
                         self.stats.post_failures.fetch_add(1, Ordering::Relaxed);
                     }
-                    if self.cfg.verbose {
-                        match &r {
-                            Ok(()) => eprintln!("listo instructor: instructed {} ({control}) with {}", key.0, instruction_json(&instruction)),
-                            Err(e) => eprintln!("listo instructor: instructing {} ({control}) failed: {e}", key.0),
-                        }
+                    match &r {
+                        Ok(()) if self.cfg.verbose => eprintln!("listo: instructed {} ({control}) with {}", key.0, instruction_json(&instruction)),
+                        Ok(()) => {}
+                        Err(e) => eprintln!("listo: instructing node {} ({control}) failed: {e}", key.0),
                     }
                     let mut slots = self.slots.lock();
                     let slot = slots.entry(key).or_default();

@@ -212,7 +212,7 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
         // Read until a complete head is buffered.
         let head_end = loop {
             if let Some(i) = find_head_end(&buf) {
-                break Some(i);
+                break (i <= MAX_HEAD).then_some(i);
             }
             if buf.len() > MAX_HEAD {
                 break None;
@@ -236,9 +236,16 @@ fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
         buf.drain(..consumed);
         if write_answer(&mut stream, &answer, is_head).is_err() || answer.close {
             let _ = stream.shutdown(Shutdown::Write);
-            // Drain briefly so the peer reads the answer before a reset.
+            // Drain what the peer still sends (bounded) so closing with unread bytes does not
+            // reset the connection before the peer has read the answer.
             let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-            let _ = stream.read(&mut chunk);
+            let mut drained = 0usize;
+            while drained < 1 << 20 {
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
             return;
         }
         if ctx.stop.load(Ordering::SeqCst) {
@@ -320,6 +327,7 @@ fn handle(head: &[u8], peer: IpAddr, ctx: &Ctx) -> Answer {
     };
     let route = topo.route(&IpNet::from(client), channel);
     let (to, via) = match route {
+        Route::Nowhere => return Answer::error(503, "the channel has no endpoint"),
         Route::Cdn { endpoint } => (endpoint, "cdn"),
         Route::Node { listen, steps } => {
             let prefetch = crate::media::is_playlist_path(path).then_some(target);
@@ -381,13 +389,19 @@ pub fn client_ip(peer: IpAddr, headers: &[httparse::Header<'_>], trusted: &[IpNe
     }
     let mut last: Option<&[u8]> = None;
     for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for")) {
-        if let Some(hop) = h.value.split(|&b| b == b',').map(|s| s.trim_ascii()).filter(|s| !s.is_empty()).last() {
+        if let Some(hop) = h.value.split(|&b| b == b',').map(trim).rev().find(|s| !s.is_empty()) {
             last = Some(hop);
         }
     }
     let Some(hop) = last else { return Ok(peer) };
     let hop = std::str::from_utf8(hop).map_err(|_| "X-Forwarded-For is not ASCII")?;
     parse_hop(hop).map(canonical).ok_or("X-Forwarded-For's last hop is not an IP address")
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &s[start..end.max(start)]
 }
 
 /// `1.2.3.4`, `1.2.3.4:5`, `2001:db8::1`, `[2001:db8::1]` or `[2001:db8::1]:5`.

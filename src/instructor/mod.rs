@@ -258,8 +258,8 @@ fn background(weak: Weak<Instructor>) {
         let hups = HUPS.load(Ordering::SeqCst);
         if me.hup_seen.swap(hups, Ordering::SeqCst) != hups && me.path.is_some() {
             match me.reload() {
-                Ok(s) => eprintln!("listo instructor: topology reloaded: {s}"),
-                Err(e) => eprintln!("listo instructor: reload refused, keeping the running topology: {e}"),
+                Ok(s) => eprintln!("listo: topology reloaded: {s}"),
+                Err(e) => eprintln!("listo: topology reload refused, keeping the running one: {e}"),
             }
         }
         let every = Duration::from_millis((me.cfg.ttl_s.max(1) * 1000 / 6).max(200));

@@ -95,6 +95,9 @@ pub enum Route {
         /// The endpoint.
         endpoint: SocketAddr,
     },
+    /// Neither: a channel without endpoints (only a hand-built [`TopoChannel`]; a loaded
+    /// topology has none).
+    Nowhere,
 }
 
 /// A loaded, checked topology. Immutable: a reload builds a new one and swaps it in.
@@ -264,9 +267,10 @@ impl Topology {
             return Route::Node { listen: node.listen, steps };
         }
         let pid = matched.map(|(_, p)| p);
-        // Every channel has at least one endpoint (checked at load).
-        let endpoint = self.endpoints_from(channel, pid).first().copied().unwrap_or(channel.endpoints[0].address);
-        Route::Cdn { endpoint }
+        match self.endpoints_from(channel, pid).first() {
+            Some(&endpoint) => Route::Cdn { endpoint },
+            None => Route::Nowhere,
+        }
     }
 
     /// A few lines describing the topology (for logs).
@@ -543,6 +547,9 @@ fn parse_channels(v: Option<&Value>) -> Result<Vec<TopoChannel>, TopologyError> 
             ttl_s: None,
         };
         ins.validate().map_err(|e| TopologyError(format!("{what}: {e}")))?;
+        if let Some(other) = out.values().find(|o| o.name.eq_ignore_ascii_case(name)) {
+            return err(format!("{what}: the name differs from channel '{}' only in case (DNS labels can't tell them apart)", other.name));
+        }
         if let Some(other) = out.values().find(|o| o.path_prefix == path_prefix) {
             return err(format!("{what}: path_prefix {path_prefix} is already channel '{}'", other.name));
         }
