@@ -4,6 +4,8 @@
 //! (`poll_ready` + `*_poll_transmit`, `poll_connect`, `poll_timeout`, `poll_event`). Time is a
 //! monotonic `u64` of nanoseconds supplied by the host; the node never reads a clock.
 //!
+//! `examples/embed_poll.rs` is a complete host for this API in one file.
+//!
 //! Submodules: `serve` routes requests and fans objects out to viewers, `fetch` runs upstream
 //! fetches (pool, retries, failures), `timers` keeps deadlines.
 
@@ -104,7 +106,8 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node with no channels.
+    /// A node with no channels. Next, `instruct` its channels (or let the control port do it)
+    /// and `set_wall_clock`; then run the host loop of the module docs around it.
     pub fn new(cfg: Config) -> Self {
         let limits = RequestLimits {
             max_head_bytes: cfg.max_head_bytes,
@@ -154,7 +157,10 @@ impl Node {
 
     /// Adds or replaces a channel. A replaced channel keeps its cache when its prefix is the
     /// same; new endpoints apply to new fetches while in-flight ones finish. `prefetch` paths
-    /// are fetched at once. A refused instruction changes nothing.
+    /// are fetched at once. A refused instruction changes nothing; its error says why (e.g.
+    /// "path_prefix must start with '/'"). Afterwards drain `poll_connect` (prefetches ask
+    /// for upstream connections), re-ask `poll_timeout` (a `ttl_s` arms a timer) and drain
+    /// `poll_event`.
     pub fn instruct(&mut self, now: u64, ins: Instruction) -> Result<(), Error> {
         if self.channels.by_name(&ins.channel).is_none() && self.channels.len() >= self.cfg.max_channels {
             return Err(Error::TooManyChannels(self.cfg.max_channels));
@@ -163,6 +169,11 @@ impl Node {
         let name = ins.channel.clone();
         let ttl = ins.ttl_s;
         let existed = self.channels.by_name(&name).is_some();
+        // A renewal (the same instruction again) only extends its TTL: no event.
+        let renewal = self.channels.by_name(&name).is_some_and(|c| {
+            let (a, b) = (&c.instruction, &ins);
+            a.path_prefix == b.path_prefix && a.endpoints == b.endpoints && a.host == b.host
+        });
         let (id, replaced) = self.channels.upsert(ins)?;
         match ttl {
             Some(s) => {
@@ -180,14 +191,17 @@ impl Node {
             self.drop_channel_objects(old);
         }
         self.chan_stats.entry(id).or_insert_with(|| ChannelStats { channel: name.clone(), ..Default::default() });
-        self.events.push(if existed { Event::ChannelReplaced { channel: name } } else { Event::ChannelInstructed { channel: name } });
+        if !renewal {
+            self.events.push(if existed { Event::ChannelReplaced { channel: name } } else { Event::ChannelInstructed { channel: name } });
+        }
         for path in prefetch {
             self.prefetch(now, id, &path);
         }
         Ok(())
     }
 
-    /// Withdraws a channel: new requests for it get 404; responses in flight finish.
+    /// Withdraws a channel: new requests for it get 404; responses in flight finish. Fails
+    /// with [`Error::UnknownChannel`] for a name never instructed. Afterwards drain `poll_event`.
     pub fn withdraw(&mut self, _now: u64, name: &str) -> Result<(), Error> {
         self.remove_channel(name)?;
         self.events.push(Event::ChannelWithdrawn { channel: name.to_string() });
@@ -195,7 +209,9 @@ impl Node {
     }
 
     /// Starts draining: every response from now on closes its connection once sent, idle
-    /// keep-alive connections close now. The host stops accepting viewers.
+    /// keep-alive connections close now. The host stops accepting viewers, drains `poll_ready`
+    /// (idle connections now say `Transmit::Close`) and keeps its loop running until no viewer
+    /// is [`user_busy`](Self::user_busy) (or its own deadline passes).
     pub fn drain(&mut self, _now: u64) {
         if self.draining {
             return;
@@ -219,6 +235,9 @@ impl Node {
 
     /// A receiver of every event from now on, for a host that logs from another thread
     /// (`poll_event` keeps working too). Events are dropped, and counted, while it is full.
+    /// Call once at setup (a second call replaces the first receiver); the receiver is `Send`,
+    /// so move it to the logging thread. The `poll_event` queue still fills: keep draining it
+    /// (and discard) on the node's thread, or its overflow also counts in `events_dropped`.
     pub fn event_receiver(&mut self) -> crossbeam_channel::Receiver<Event> {
         self.events.subscribe(self.cfg.event_queue)
     }
@@ -247,7 +266,8 @@ impl Node {
         self.channels.iter().map(|c| &c.instruction)
     }
 
-    /// A viewer connection was accepted at `now`. Returns its id.
+    /// A viewer connection was accepted at `now`. Returns its id: keep it with the socket, pass
+    /// the socket's bytes to `user_recv`, and re-ask `poll_timeout` (an idle timer starts).
     pub fn user_open(&mut self, now: u64, peer: Option<SocketAddr>) -> ViewerId {
         let id = self.alloc_id();
         let mut conn = ViewerConn::new(now);
@@ -257,7 +277,9 @@ impl Node {
         ViewerId(id)
     }
 
-    /// Bytes arrived from a viewer. Afterwards drain `poll_ready`.
+    /// Bytes arrived from a viewer. Afterwards drain `poll_connect` (a miss asks for an upstream
+    /// connection) and `poll_ready` (a hit has bytes to write now). On EOF or a read error
+    /// call `user_close` instead.
     pub fn user_recv(&mut self, now: u64, v: ViewerId, data: &[u8]) -> Result<(), Error> {
         let (limits, pipe) = (self.limits, self.cfg.max_pipeline);
         let viewer = self.viewers.get_mut(&v.0).ok_or(Error::UnknownConnection)?;
@@ -269,7 +291,10 @@ impl Node {
     }
 
     /// Fills `slices` with what the viewer should be sent next (zero-copy views of the node's
-    /// shared buffers; valid until the next call that takes `&mut self`).
+    /// shared buffers; valid until the next call that takes `&mut self`). Call it when
+    /// `poll_ready` names the viewer or its socket became writable again. On `Send(n)` write
+    /// `slices[..n]` with one vectored write (`writev`), then call `user_sent` with the bytes the
+    /// socket took; on `Close` close the socket and call `user_close`; on `Wait` do nothing.
     pub fn user_poll_transmit<'a>(&'a self, v: ViewerId, slices: &mut [IoSlice<'a>]) -> Result<Transmit, Error> {
         let viewer = self.viewers.get(&v.0).ok_or(Error::UnknownConnection)?;
         if viewer.wants_close() {
@@ -281,7 +306,9 @@ impl Node {
         }
     }
 
-    /// The host wrote `n` bytes of what `user_poll_transmit` gave.
+    /// The host wrote `n` bytes of what `user_poll_transmit` gave. Call after every write, a
+    /// partial one too (never with more than was given), then call `user_poll_transmit` again
+    /// until it says `Wait` or the socket would block (then wait for it to become writable).
     pub fn user_sent(&mut self, now: u64, v: ViewerId, n: usize) -> Result<(), Error> {
         let viewer = self.viewers.get_mut(&v.0).ok_or(Error::UnknownConnection)?;
         viewer.last_activity = now;
@@ -313,7 +340,8 @@ impl Node {
         self.viewers.get(&v.0).is_some_and(|c| !c.is_idle() && !c.wants_close())
     }
 
-    /// The viewer connection is gone (closed by either side). Its state is dropped.
+    /// The viewer connection is gone (closed by either side). Its state is dropped. Call exactly
+    /// once per viewer, after closing its socket; the id is unknown to the node afterwards.
     pub fn user_close(&mut self, _now: u64, v: ViewerId) -> Result<(), Error> {
         self.viewers.remove(&v.0).map(|_| ()).ok_or(Error::UnknownConnection)
     }
@@ -329,7 +357,9 @@ impl Node {
         None
     }
 
-    /// The host's connect for `u` succeeded.
+    /// The host's connect for `u` succeeded (for a non-blocking connect: the socket became
+    /// writable and `SO_ERROR` is 0). Afterwards drain `poll_ready`: the request waits in
+    /// `upstream_poll_transmit`.
     pub fn upstream_connected(&mut self, now: u64, u: UpstreamId) -> Result<(), Error> {
         let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
         if conn.phase != UpPhase::Connecting {
@@ -340,12 +370,14 @@ impl Node {
         Ok(())
     }
 
-    /// Response bytes arrived on `u` (copied once into a shared buffer).
+    /// Response bytes arrived on `u` (copied once into a shared buffer). Afterwards drain
+    /// `poll_ready` (every viewer waiting on the object has bytes to write) and `poll_connect`.
+    /// On EOF or a read error call `upstream_closed` instead.
     pub fn upstream_recv(&mut self, now: u64, u: UpstreamId, data: &[u8]) -> Result<(), Error> {
         self.upstream_recv_bytes(now, u, Bytes::copy_from_slice(data))
     }
 
-    /// Response bytes arrived on `u`, already in a `Bytes` (no copy).
+    /// Response bytes arrived on `u`, already in a `Bytes` (no copy). As `upstream_recv`.
     pub fn upstream_recv_bytes(&mut self, now: u64, u: UpstreamId, data: Bytes) -> Result<(), Error> {
         let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
         let mut events = Vec::new();
@@ -354,7 +386,9 @@ impl Node {
         Ok(())
     }
 
-    /// What to write on upstream connection `u` now.
+    /// What to write on upstream connection `u` now. Call it when `poll_ready` names `u` or its
+    /// socket became writable. On `Send` write the bytes, then call `upstream_sent` with what the
+    /// socket took; on `Close` close the socket and call `upstream_closed`; on `Wait` do nothing.
     pub fn upstream_poll_transmit(&self, u: UpstreamId) -> Result<UpTransmit<'_>, Error> {
         let conn = self.upstreams.get(&u.0).ok_or(Error::UnknownConnection)?;
         if conn.phase == UpPhase::Closing {
@@ -366,7 +400,8 @@ impl Node {
         Ok(UpTransmit::Wait)
     }
 
-    /// The host wrote `n` request bytes on `u`.
+    /// The host wrote `n` request bytes on `u`. Call after every write, a partial one too, then
+    /// ask `upstream_poll_transmit` again.
     pub fn upstream_sent(&mut self, _now: u64, u: UpstreamId, n: usize) -> Result<(), Error> {
         let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
         conn.sent(n);
@@ -375,7 +410,9 @@ impl Node {
 
     /// Upstream connection `u` is gone: connect failed, peer closed or reset, or the host
     /// closed it after `UpTransmit::Close`. A response in progress fails (or, if it was
-    /// close-delimited, completes).
+    /// close-delimited, completes). Call exactly once per upstream id, after closing its socket.
+    /// Afterwards drain `poll_connect` (a retry may want a new connection) and `poll_ready`
+    /// (waiting viewers get an error response or a close).
     pub fn upstream_closed(&mut self, now: u64, u: UpstreamId) -> Result<(), Error> {
         let conn = self.upstreams.get_mut(&u.0).ok_or(Error::UnknownConnection)?;
         let mut events = Vec::new();
@@ -428,12 +465,15 @@ impl Node {
     }
 
     /// The earliest deadline (absolute, ns) at which `handle_timeout` must be called, if any.
-    /// Re-ask after every call that fed input or drained output.
+    /// Re-ask after every call that fed input or drained output. `None`: no timer; sleep until
+    /// a socket is ready.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.timers.next()
     }
 
-    /// Runs every timer due at `now`. Calling it early is harmless.
+    /// Runs every timer due at `now`. Calling it early is harmless, so a host may call it every
+    /// loop turn. Afterwards drain `poll_connect` and `poll_ready` (timeouts answer 408/504,
+    /// close idle connections, refresh followed playlists) and re-ask `poll_timeout`.
     pub fn handle_timeout(&mut self, now: u64) {
         while let Some((at, key)) = self.timers.pop_due(now) {
             match key {
@@ -446,12 +486,15 @@ impl Node {
         }
     }
 
-    /// The next admin event for the OSS.
+    /// The next admin event for the OSS. Drain after transmits and timers, every loop turn: the
+    /// queue holds `Config::event_queue` events, then drops the oldest (counted in
+    /// `Stats::events_dropped`).
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop()
     }
 
-    /// Counters, per channel and node-wide.
+    /// Counters, per channel and node-wide: a snapshot built on each call (allocates), with no
+    /// effect on the node. Call it when asked (an admin port) or on a timer, not per event.
     pub fn stats(&self) -> Stats {
         let mut per: HashMap<u64, u64> = HashMap::new();
         for v in self.viewers.values() {
