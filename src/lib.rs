@@ -10,7 +10,13 @@
 //! → body chunks appended once and shared (`bytes::Bytes`) with every reader → viewers.
 //! [`admin`] counts and reports; [`media`] knows HLS and DASH playlists.
 //!
-//! The host owns sockets and the clock: it feeds bytes and time in and drains output.
+//! The host owns sockets and the clock: it feeds bytes and time in and drains output — after
+//! any input: `poll_connect` and `poll_ready` (transmits), then `poll_timeout`, then
+//! `poll_event`. Each [`Node`] method's docs say when to call it and what the host does next.
+//! Complete hosts to copy from: `examples/embed_poll.rs` (a `poll(2)` loop over `std::net`
+//! sockets, no mio), `examples/embed_threads.rs` (one node per worker thread, events logged on
+//! another), `examples/control_client.rs` (the control and admin ports), `examples/c/` (C),
+//! and the mio reference driver in `src/driver/`.
 //!
 //! ```
 //! use listo::{Config, Instruction, Node, Transmit};

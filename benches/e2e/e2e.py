@@ -97,6 +97,26 @@ def cpu_seconds(root):
     return total / tck
 
 
+def runq_wait_seconds(root):
+    """Time the tree's threads spent runnable but waiting for a CPU (/proc/PID/task/TID/schedstat,
+    second field): how much CPU contention, not the edge itself, held it back."""
+    if not root:
+        return 0.0
+    total = 0
+    for p in tree_pids(root):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    total += int(f.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    return total / 1e9
+
+
 def http_get(port, path, timeout=5.0):
     with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as r:
         return r.status, r.read()
@@ -156,11 +176,15 @@ def parse_wrk(text):
         m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s|m)\s*$" % p, text, re.M)
         if m:
             out[f"p{p}_ms"] = float(m.group(1)) * TUNITS[m.group(2)]
+    m = re.search(r"^\s+Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)\s", text, re.M)
+    if m:
+        out["max_ms"] = float(m.group(1)) * TUNITS[m.group(2)]
     m = re.search(r"(\d+) requests in ([\d.]+)(s|m)", text)
     if m:
         out["requests"] = int(m.group(1))
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     out["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    out["timeouts"] = int(m.group(4)) if m else 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     out["non2xx"] = int(m.group(1)) if m else 0
     return out
@@ -188,20 +212,22 @@ def cmd_hot(a):
         load = loadavg()
         up0 = count_lines(a.origin_log)
         c0 = cpu_seconds(a.edge_pid)
+        q0 = runq_wait_seconds(a.edge_pid)
         perf = None
         if a.perf_out and i == 0:
             perf = subprocess.Popen(
                 ["perf", "record", "-F", "499", "-g", "-p", str(a.edge_pid), "-o", a.perf_out, "--", "sleep", str(a.duration)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         t0 = time.monotonic()
-        r = subprocess.run(["wrk", f"-t{a.threads}", f"-c{a.connections}", f"-d{a.duration}s", "--latency", url],
-                           capture_output=True, text=True, timeout=a.duration + 60)
+        r = subprocess.run(wrk_cmd(a, url), capture_output=True, text=True, timeout=a.duration + 60)
         wall = time.monotonic() - t0
         c1 = cpu_seconds(a.edge_pid)
+        q1 = runq_wait_seconds(a.edge_pid)
         if perf:
             perf.wait(timeout=60)
         w = parse_wrk(r.stdout)
         w["cpu_s"] = c1 - c0
+        w["runq_wait_s"] = q1 - q0
         w["wall_s"] = wall
         if w.get("gbps"):
             # CPU-ms per Gbit moved: cpu seconds / (Gbit/s * seconds).
@@ -210,11 +236,18 @@ def cmd_hot(a):
         w["upstream_requests"] = count_lines(a.origin_log) - up0
         w["wrk_rc"] = r.returncode
         runs.append(w)
-        print(f"  {a.name} hot run {i + 1}/{a.runs}: {w.get('gbps', 0):.2f} Gbit/s, p50 {w.get('p50_ms')} ms, "
-              f"p99 {w.get('p99_ms')} ms, cpu {w['cpu_s']:.2f} s, load {load[0]:.2f}", flush=True)
+        print(f"  {a.name} hot run {i + 1}/{a.runs}: {w.get('gbps', 0):.2f} Gbit/s, p50 {fnum(w.get('p50_ms'))} ms, "
+              f"p99 {fnum(w.get('p99_ms'))} ms, max {fnum(w.get('max_ms'))} ms, errors {w['socket_errors'] + w['non2xx']}, "
+              f"edge CPU {w['cpu_s']:.2f} s (+{w['runq_wait_s']:.2f} s waiting for a CPU), load {load[0]:.2f}", flush=True)
     med = sorted(runs, key=lambda w: w.get("gbps", 0))[len(runs) // 2]
     write_json(a.out, {"edge": a.name, "warm": sizes, "warm_ok": ok, "runs": runs, "median": med,
-                       "cmd": f"wrk -t{a.threads} -c{a.connections} -d{a.duration}s --latency {url}"})
+                       "cmd": " ".join(wrk_cmd(a, url))})
+
+
+def wrk_cmd(a, url):
+    # --timeout 10s: wrk leaves responses slower than its timeout (default 2 s) out of the latency
+    # percentiles; with 10 s they are in them (the load is the same).
+    return ["wrk", f"-t{a.threads}", f"-c{a.connections}", f"-d{a.duration}s", "--timeout", "10s", "--latency", url]
 
 
 # --------------------------------------------------------------------------- HTTP/1.1 client (asyncio)
@@ -254,7 +287,7 @@ class HttpConn(asyncio.Protocol):
             self.resp.error = "closed"
             self.fut.set_result(self.resp)
 
-    def start(self, path, keep_body, when=None):
+    def start(self, path, keep_body, ua="listo-e2e"):
         self.resp = Resp()
         self.keep = keep_body
         self.head = b""
@@ -266,7 +299,7 @@ class HttpConn(asyncio.Protocol):
         self.parts = [] if keep_body else None
         self.fut = asyncio.get_running_loop().create_future()
         self.resp.t_send = time.monotonic()
-        self.transport.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUser-Agent: listo-e2e\r\n\r\n".encode())
+        self.transport.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUser-Agent: {ua}\r\n\r\n".encode())
         return self.fut
 
     def _finish(self):
@@ -365,8 +398,9 @@ class HttpConn(asyncio.Protocol):
 class Client:
     """A connection that reconnects when the server closed it."""
 
-    def __init__(self, port):
+    def __init__(self, port, ua="listo-e2e"):
         self.port = port
+        self.ua = ua
         self.conn = None
         self.connects = 0
 
@@ -384,7 +418,7 @@ class Client:
             r.error = f"connect: {e!r}"
             r.t_send = r.t_done = time.monotonic()
             return r
-        fut = self.conn.start(path, keep_body)
+        fut = self.conn.start(path, keep_body, self.ua)
         try:
             r = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
@@ -498,7 +532,8 @@ async def live_run(a):
     load0 = loadavg()
 
     async def viewer(i):
-        c = Client(a.port)
+        # One User-Agent per viewer: LISTO counts sessions by (address, User-Agent).
+        c = Client(a.port, ua=f"listo-e2e-viewer/{i}")
         r = i % a.renditions
         path = f"/live/ch0/v{r}/index.m3u8"
         nxt = loop_start + a.poll_ms / 1000.0 * i / n
@@ -606,8 +641,8 @@ def cmd_live(a):
     write_json(a.out, out)
     d, t = out["delay_ms"], out["ttfb_ms"]
     print(f"  {a.name} live: {out['seg_fetches']}/{out['seg_expected']} segment fetches, {out['seg_errors']} errors; "
-          f"upstream/segment {out['upstream_seg_per_segment']['mean']}; TTFB p50 {t['p50']} p99 {t['p99']} max {t['max']} ms; "
-          f"delay p50 {d['p50']} p99 {d['p99']} max {d['max']} ms; client CPU {out['client_cpu_share']:.2f}; "
+          f"upstream/segment {fnum(out['upstream_seg_per_segment']['mean'])}; TTFB p50 {fnum(t['p50'])} p99 {fnum(t['p99'])} "
+          f"max {fnum(t['max'])} ms; delay p50 {fnum(d['p50'])} p99 {fnum(d['p99'])} max {fnum(d['max'])} ms; client CPU {out['client_cpu_share']:.2f}; "
           f"load {out['load'][0]:.2f}", flush=True)
 
 
@@ -671,8 +706,8 @@ def cmd_coalesce(a):
     write_json(a.out, out)
     d = out["waiter_first_body_delta_ms"]
     print(f"  {a.name} coalesce: {out['trials']} trials x {a.waiters} waiters, upstream/object {out['upstream_per_object']}, "
-          f"leader fill p50 {out['leader_fill_ms']['p50']} ms; waiter first body - leader's: p50 {d['p50']} p99 {d['p99']} "
-          f"max {d['max']} ms; errors {out['errors']}; load {out['load'][0]:.2f}", flush=True)
+          f"leader fill p50 {fnum(out['leader_fill_ms']['p50'])} ms; waiter first body - leader's: p50 {fnum(d['p50'])} "
+          f"p99 {fnum(d['p99'])} max {fnum(d['max'])} ms; errors {out['errors']}; load {out['load'][0]:.2f}", flush=True)
 
 
 # --------------------------------------------------------------------------- iperf3
@@ -706,7 +741,7 @@ def fnum(x, d=2):
 
 
 def ratio(a, b):
-    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b == 0:
+    if not isinstance(a, (int, float)) or not isinstance(b, (int, float)) or b <= 0 or a < 0:
         return "–"
     return f"{a / b:.2f}"
 
@@ -758,8 +793,11 @@ def cmd_report(a):
     row("hot 2 MiB: requests/s", [g(hm[e], "rps") for e in edges], None, False, hload, "higher")
     row("hot 2 MiB: latency p50 (ms)", [g(hm[e], "p50_ms") for e in edges], None, False, hload, "lower")
     row("hot 2 MiB: latency p99 (ms)", [g(hm[e], "p99_ms") for e in edges], None, False, hload, "lower")
+    row("hot 2 MiB: latency max (ms)", [g(hm[e], "max_ms") for e in edges], None, False, hload, "lower")
     row("hot 2 MiB: edge CPU seconds in the run", [g(hm[e], "cpu_s") for e in edges], None, False, hload, "lower")
     row("hot 2 MiB: edge CPU-ms per Gbit", [g(hm[e], "cpu_ms_per_gbit") for e in edges], None, False, hload, "lower")
+    row("hot 2 MiB: edge threads' wait for a CPU (s)", [g(hm[e], "runq_wait_s") for e in edges], None, False, hload,
+        "(contention)")
     row("hot 2 MiB: wrk errors (socket + non-2xx)",
         [(g(hm[e], "socket_errors") or 0) + (g(hm[e], "non2xx") or 0) if hm[e] else None for e in edges],
         None, False, hload, "0")
@@ -778,6 +816,10 @@ def cmd_report(a):
         row(f"live: origin publish → viewer has segment, {lab} (ms)", lv("delay_ms", k), lr("delay_ms", k),
             loads=lload, better="lower")
     row("live: … of which playlist lag p50 (ms)", lv("playlist_lag_ms", "p50"), lr("playlist_lag_ms", "p50"),
+        loads=lload, better="lower")
+    row("live: playlist TTFB p50 (ms)", lv("playlist_ttfb_ms", "p50"), lr("playlist_ttfb_ms", "p50"),
+        loads=lload, better="lower")
+    row("live: playlist TTFB p99 (ms)", lv("playlist_ttfb_ms", "p99"), lr("playlist_ttfb_ms", "p99"),
         loads=lload, better="lower")
     row("live: segment fetch errors / fetches",
         [f"{g(live[e], 'seg_errors')}/{g(live[e], 'seg_fetches')}" if live[e] else None for e in edges],
@@ -813,12 +855,13 @@ def cmd_report(a):
         lines.append("| " + " | ".join(str(x) for x in r) + " |")
     lines.append("")
     hot_runs = {e: [round(x.get("gbps", 0), 2) for x in (g(hot[e], "runs") or [])] for e in edges}
-    lines.append(f"Hot object: `{g(hot['listo'], 'cmd') or 'wrk'}` per edge, {meta.get('hot_runs', '?')} runs each, "
+    hcmd = next((hot[e]["cmd"] for e in edges if hot[e]), "wrk")
+    lines.append(f"Hot object: `{hcmd}` per edge, {meta.get('hot_runs', '?')} runs each, "
                  f"median run shown (all runs, Gbit/s: " + "; ".join(f"{e} {hot_runs[e]}" for e in edges) + "). "
                  "The upstream is a static file server; every edge is warm first and no run touched the upstream "
                  f"(upstream requests during runs: " + ", ".join(
                      f"{e} {sum(x.get('upstream_requests', 0) for x in (g(hot[e], 'runs') or []))}" for e in edges) + ").  ")
-    lv0 = live["listo"] or live["direct"] or {}
+    lv0 = next((live[e] for e in edges + ["direct"] if live[e]), {})
     lines.append(f"Live: `listo origin --latency-ms 20` (2 s segments, renditions 800 and 2500 kbit/s), "
                  f"{lv0.get('viewers', '?')} viewers split over the two renditions, each on one keep-alive connection, "
                  f"polling its media playlist every {lv0.get('poll_ms', '?')} ms (phases spread evenly) and fetching each "
@@ -827,10 +870,11 @@ def cmd_report(a):
                  "Publish time = the origin's schedule, calibrated by polling the origin directly "
                  "(uncertainty ±" + "/".join(fnum(g(live[e], 'calibration', 'uncertainty_ms'), 1) for e in edges + ['direct']) +
                  " ms). TTFB = request sent → first response byte.  ")
-    c0 = coal["listo"] or coal["direct"] or {}
+    c0 = next((coal[e] for e in edges + ["direct"] if coal[e]), {})
     lines.append(f"Trickled object: `listo origin --latency-ms 20 --rate-mbps 1`, a 200 KB segment (~1.6 s); "
                  f"1 leader, then {c0.get('waiters', '?')} waiters {c0.get('gap_ms', '?')} ms later, on a cold object, "
-                 f"{c0.get('trials', '?')} trials.  ")
+                 f"{c0.get('trials', '?')} trials; a negative difference means the waiter's first bytes were read in the same "
+                 "client loop turn as the leader's, just before them.  ")
     lines.append("Ratios are LISTO ÷ the other; 'better' says which direction is good. LISTO/iperf3 is against the "
                  "better of the two iperf3 figures. Load = 1-minute load average when that figure was measured "
                  "(this is a shared 2-core machine: the edges, wrk and the viewers share its cores).")

@@ -6,7 +6,7 @@
 # In one run, on 127.0.0.1 only:
 #   1. iperf3: one stream and -P 4 (the loopback TCP limit);
 #   2. a hot 2 MiB object (a static file server upstream) through each edge under
-#      `wrk -t2 -c200 -d10s --latency`: Gbit/s, p50/p99, the edge's CPU seconds (utime+stime of the
+#      `wrk -t2 -c200 -d10s --timeout 10s --latency`: Gbit/s, p50/p99/max, the edge's CPU seconds (utime+stime of the
 #      whole process tree, /proc/PID/stat, before/after);
 #   3. a live channel (`listo origin --latency-ms 20`) through each edge with N viewers: upstream
 #      requests per segment, segment TTFB, origin publish -> viewer has it; the same viewers straight
@@ -16,7 +16,7 @@
 # then one table with LISTO, nginx, Varnish and the ratios LISTO/nginx, LISTO/Varnish, LISTO/iperf3.
 #
 # Knobs (environment): E2E_VIEWERS=200 E2E_POLL_MS=250 E2E_LIVE_SECS=16 E2E_HOT_SECS=10 E2E_HOT_RUNS=3
-#   E2E_WAITERS=50 E2E_TRIALS=5 E2E_PORT_BASE=39100 E2E_EDGES="listo nginx varnish direct"
+#   E2E_WAITERS=50 E2E_TRIALS=5 E2E_PORT_BASE=21100 E2E_EDGES="listo nginx varnish direct"
 #   E2E_PERF=1 (perf record LISTO's first hot run -> target/e2e/perf-listo-hot.txt)
 #   E2E_NO_INSTALL=1 E2E_NO_BUILD=1
 # Every server it starts is stopped on exit (trap), by PID.
@@ -36,7 +36,7 @@ HOT_SECS=${E2E_HOT_SECS:-10}
 HOT_RUNS=${E2E_HOT_RUNS:-3}
 WAITERS=${E2E_WAITERS:-50}
 TRIALS=${E2E_TRIALS:-5}
-BASE=${E2E_PORT_BASE:-39100}
+BASE=${E2E_PORT_BASE:-21100}
 EDGES=${E2E_EDGES:-listo nginx varnish direct}
 PERF=${E2E_PERF:-0}
 
@@ -91,6 +91,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -145,6 +146,12 @@ if [ "${E2E_NO_BUILD:-0}" != 1 ]; then
 fi
 [ -x "$LISTO" ] || die "no $LISTO"
 
+# Listening ports below the ephemeral range: an outgoing connection (wrk, the viewers, an edge's
+# upstream) can hold a port of that range as its local port and make a later bind fail.
+read -r EPH_LO EPH_HI </proc/sys/net/ipv4/ip_local_port_range
+if [ "$((BASE + 7))" -ge "$EPH_LO" ] && [ "$BASE" -le "$EPH_HI" ]; then
+    log "warning: ports $BASE-$((BASE + 7)) overlap the ephemeral range $EPH_LO-$EPH_HI"
+fi
 for p in $P_STATIC $P_ORIGIN $P_TRICKLE $P_LISTO $P_ADMIN $P_NGINX $P_VARNISH $P_IPERF; do
     if ss -Htln "sport = :$p" | grep -q .; then die "port $p is in use (set E2E_PORT_BASE)"; fi
 done
@@ -159,25 +166,30 @@ head -c "$HOT_SIZE" /dev/urandom >"$RUN/www$HOT_PATH"
 
 UPTIME_START=$(uptime)
 log "load: $UPTIME_START"
-$PY - "$OUT/meta.json" <<EOF
-import json, os, platform, subprocess, sys, time
-def sh(c):
-    r = subprocess.run(c, shell=True, capture_output=True, text=True)
-    return (r.stdout + r.stderr).strip() or "?"
+export E2E_META_UPTIME="$UPTIME_START" E2E_META_HOT_RUNS="$HOT_RUNS"
+E2E_META_NGINX=$(nginx -v 2>&1 | sed 's/.*nginx\///' || true)
+E2E_META_VARNISH=$(varnishd -V 2>&1 | head -1 | sed 's/.*(varnish-\([^ ]*\) .*/\1/' || true)
+E2E_META_WRK=$(wrk -v 2>&1 | head -1 | awk '{print $2}' || true)
+E2E_META_IPERF=$(iperf3 --version | head -1 | awk '{print $2}' || true)
+E2E_META_REV=$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')
+if ! (cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml 2>/dev/null); then E2E_META_REV="$E2E_META_REV+uncommitted"; fi
+export E2E_META_NGINX E2E_META_VARNISH E2E_META_WRK E2E_META_IPERF E2E_META_REV
+$PY - "$OUT/meta.json" <<'EOF'
+import json, os, platform, sys, time
 cpu = "?"
 for line in open("/proc/cpuinfo"):
-    if line.startswith("model name"): cpu = line.split(":", 1)[1].strip(); break
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+e = os.environ
 json.dump({
-  "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-  "command": "bash benches/e2e/e2e.sh" + "".join(f" {k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("E2E_")),
-  "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
-  "nginx": sh("nginx -v 2>&1 | sed 's/.*nginx\\///'"),
-  "varnish": sh("varnishd -V 2>&1 | head -1 | sed 's/.*(varnish-\\([^ ]*\\).*/\\1/'"),
-  "wrk": sh("wrk -v 2>&1 | head -1 | awk '{print \$2}'"),
-  "iperf3": sh("iperf3 --version | head -1 | awk '{print \$2}'"),
-  "listo_rev": sh("cd '$ROOT' && git rev-parse --short HEAD && (git diff --quiet HEAD -- src || echo '+dirty')").replace("\n", ""),
-  "uptime_start": """$UPTIME_START""".strip(),
-  "hot_runs": $HOT_RUNS,
+    "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    "command": " ".join([f"{k}={v}" for k, v in sorted(e.items()) if k.startswith("E2E_") and not k.startswith("E2E_META_")]
+                        + ["bash benches/e2e/e2e.sh"]),
+    "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+    "nginx": e["E2E_META_NGINX"], "varnish": e["E2E_META_VARNISH"], "wrk": e["E2E_META_WRK"],
+    "iperf3": e["E2E_META_IPERF"], "listo_rev": e["E2E_META_REV"],
+    "uptime_start": e["E2E_META_UPTIME"].strip(), "hot_runs": int(e["E2E_META_HOT_RUNS"]),
 }, open(sys.argv[1], "w"), indent=1)
 EOF
 

@@ -320,7 +320,9 @@ impl Node {
         });
         self.downstream_total += taken;
         let wants_close = viewer.wants_close();
-        let more = viewer.out.is_empty() && viewer.front.is_none() && (!viewer.pending.is_empty() || viewer.has_partial_head());
+        let more = viewer.out.is_empty()
+            && viewer.front.is_none()
+            && (!viewer.pending.is_empty() || viewer.pending_error.is_some() || viewer.has_partial_head());
         if wants_close {
             self.mark_ready(ConnId::Viewer(v));
         }
