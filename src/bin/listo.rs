@@ -34,6 +34,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest = &args[1..];
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let result = match cmd.as_str() {
         "simulate" => simulate(rest),
         #[cfg(feature = "driver")]
@@ -67,9 +71,11 @@ fn flag_pairs(args: &[String]) -> Result<Vec<(&str, &str)>, String> {
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         if !flag.starts_with("--") {
-            return Err(format!("unexpected argument '{flag}'"));
+            return Err(format!("unexpected argument '{flag}' (flags look like --name value; see listo --help)"));
         }
-        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value, or is not a flag of this command (see listo --help)"))?;
         out.push((flag.as_str(), value.as_str()));
     }
     Ok(out)
@@ -103,7 +109,7 @@ fn instructor(args: &[String]) -> Result<(), String> {
             "--ttl" => icfg.ttl_s = number(flag, v)?,
             "--ack-wait-ms" => icfg.ack_wait = std::time::Duration::from_millis(number(flag, v)?),
             "--verbose" => icfg.verbose = v == "1" || v == "true",
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(format!("unknown flag {flag} (see listo --help)")),
         }
     }
     let listen = listen.ok_or("--listen ADDR is required")?;
@@ -139,7 +145,7 @@ fn dns(args: &[String]) -> Result<(), String> {
             "--zone" => zone = Some(v.to_string()),
             "--topology" => topology = Some(std::path::PathBuf::from(v)),
             "--ttl" => ttl = Some(number::<u32>(flag, v)?),
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(format!("unknown flag {flag} (see listo --help)")),
         }
     }
     let listen = listen.ok_or("--listen ADDR is required")?;
@@ -175,7 +181,7 @@ fn simulate(args: &[String]) -> Result<(), String> {
             "--seconds" => cfg.seconds = number(flag, v)?,
             "--channels" => cfg.channels = number(flag, v)?,
             "--seed" => cfg.seed = number(flag, v)?,
-            _ => return Err(format!("unknown flag {flag}")),
+            _ => return Err(format!("unknown flag {flag} (see listo --help)")),
         }
     }
     if cfg.channels == 0 || cfg.seconds == 0 {
@@ -250,7 +256,7 @@ mod cli_driver {
                     }
                     cfg.node.cors_origin = Some(v.to_string());
                 }
-                _ => return Err(format!("unknown flag {flag}")),
+                _ => return Err(format!("unknown flag {flag} (see listo --help)")),
             }
         }
         if cfg.listen.is_empty() {
@@ -285,7 +291,7 @@ mod cli_driver {
                 "--latency-ms" => cfg.latency_ms = number(flag, v)?,
                 "--rate-mbps" => cfg.rate_mbps = Some(number(flag, v)?),
                 "--verbose" => cfg.verbose = v == "1" || v == "true",
-                _ => return Err(format!("unknown flag {flag}")),
+                _ => return Err(format!("unknown flag {flag} (see listo --help)")),
             }
         }
         let listen = listen.ok_or("--listen ADDR is required")?;
@@ -319,7 +325,7 @@ mod cli_driver {
                 "--seconds" => cfg.seconds = number(flag, v)?,
                 "--channels" => cfg.channels = number(flag, v)?,
                 "--svg" => cfg.svg = Some(v.into()),
-                _ => return Err(format!("unknown flag {flag}")),
+                _ => return Err(format!("unknown flag {flag} (see listo --help)")),
             }
         }
         if cfg.viewers == 0 || cfg.seconds == 0 || cfg.channels == 0 {

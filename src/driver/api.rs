@@ -22,11 +22,12 @@ pub(super) struct ApiConn {
     buf: Vec<u8>,
     out: Vec<u8>,
     answered: bool,
+    opened: std::time::Instant,
 }
 
 impl ApiConn {
     pub(super) fn new(stream: TcpStream, kind: Listener) -> Self {
-        ApiConn { stream, kind, buf: Vec::new(), out: Vec::new(), answered: false }
+        ApiConn { stream, kind, buf: Vec::new(), out: Vec::new(), answered: false, opened: std::time::Instant::now() }
     }
 }
 
@@ -92,7 +93,28 @@ fn json_error(status: u16, msg: &str) -> Vec<u8> {
     json(status, serde_json::json!({ "error": msg }))
 }
 
+/// An API request must arrive whole (head and body) within this long.
+const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Driver {
+    /// Answers 408 to API connections whose request did not arrive in time (e.g. a body
+    /// shorter than its Content-Length), and closes them.
+    pub(super) fn api_timeouts(&mut self) {
+        let late: Vec<Token> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e, Entry::Api(c) if !c.answered && c.opened.elapsed() >= API_TIMEOUT))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in late {
+            if let Some(Entry::Api(c)) = self.entries.get_mut(&t) {
+                c.out = json_error(408, "the request did not arrive in time");
+                c.answered = true;
+            }
+            self.api_flush(t);
+        }
+    }
+
     pub(super) fn api_event(&mut self, token: Token, readable: bool, _writable: bool) {
         if readable {
             let mut chunk = [0u8; 16 * 1024];

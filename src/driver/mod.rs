@@ -241,6 +241,7 @@ impl Driver {
             while let Some(e) = self.node.poll_event() {
                 self.log.record(e);
             }
+            self.api_timeouts();
             if last_stats.elapsed() >= Duration::from_millis(250) {
                 *self.stats.lock() = self.node.stats();
                 last_stats = Instant::now();
