@@ -110,7 +110,7 @@ impl Node {
     fn assign(&mut self, now: u64, u: u64, obj: ObjId) {
         let (Some(f), Some(conn)) = (self.fetches.get_mut(&obj), self.upstreams.get_mut(&u)) else { return };
         conn.start_request(obj, &f.path, &f.host);
-        conn.deadline = now + f.blocking.unwrap_or(self.cfg.first_byte_timeout);
+        conn.deadline = now.saturating_add(f.blocking.unwrap_or(self.cfg.first_byte_timeout));
         f.conn = Some(u);
         if let Some(s) = self.chan_stats.get_mut(&f.channel) {
             s.upstream_requests += 1;
@@ -339,7 +339,7 @@ impl Node {
             let info = media::parse_playlist(&base, &body).ok();
             let mut window: Vec<(ObjectKey, u64)> = Vec::new();
             if let Some(info) = &info {
-                let until = now + info.window_ms * 1_000_000 + self.cfg.window_grace;
+                let until = now.saturating_add(info.window_ms.saturating_mul(1_000_000)).saturating_add(self.cfg.window_grace);
                 for uri in &info.uris {
                     if let Some(abs) = media::resolve(&base, uri) {
                         let (p, q) = match abs.split_once('?') {
@@ -351,7 +351,7 @@ impl Node {
                     }
                 }
             }
-            let target = info.as_ref().and_then(|i| i.target_duration_ms).map(|ms| ms * 1_000_000);
+            let target = info.as_ref().and_then(|i| i.target_duration_ms).map(|ms| ms.saturating_mul(1_000_000));
             if let Some(t) = target {
                 self.note_target(channel, t);
             }
@@ -361,7 +361,7 @@ impl Node {
                 self.check_media_sequence(&key, seq);
             }
             let ttl = max_age.or(half_target).unwrap_or(self.cfg.playlist_default_ttl);
-            let fresh_until = if channel_alive { now + ttl } else { now };
+            let fresh_until = if channel_alive { now.saturating_add(ttl) } else { now };
             if let Some(info) = &info {
                 if channel_alive && self.gate_playlist(now, id, info, fresh_until, &window) {
                     return;
@@ -374,7 +374,7 @@ impl Node {
                 (404 | 410, _) => max_age.unwrap_or(second).min(self.cfg.negative_ttl).min(second),
                 _ => 0,
             };
-            let fresh_until = if channel_alive { now + ttl } else { now };
+            let fresh_until = if channel_alive { now.saturating_add(ttl) } else { now };
             self.store.complete(id, now, fresh_until);
             self.object_complete(now, id);
             self.segment_settled(now, id);

@@ -181,7 +181,7 @@ impl Node {
                 self.attach(now, id, req, obj, channel);
                 if blocking {
                     let target = self.audience.get(&channel).and_then(|a| a.target()).unwrap_or(6 * crate::SECOND);
-                    self.start_fetch_blocking(now, obj, channel, upstream_path, 3 * target);
+                    self.start_fetch_blocking(now, obj, channel, upstream_path, target.saturating_mul(3));
                 } else {
                     self.start_fetch(now, obj, channel, upstream_path);
                 }

@@ -1,0 +1,64 @@
+//! Replays every committed seed (and any corpus entry or crash artifact present) through the
+//! target bodies on the stable toolchain, without libFuzzer: `cd fuzz && cargo test`.
+
+use std::path::Path;
+
+fn replay(target: &str, f: fn(&[u8])) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for dir in [root.join("corpus").join(target), root.join("artifacts").join(target)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut files: Vec<_> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).collect();
+        files.sort();
+        for p in files {
+            let data = std::fs::read(&p).unwrap();
+            eprintln!("{target}: {}", p.display());
+            f(&data);
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no inputs for {target}");
+}
+
+#[test]
+fn viewer_stream() {
+    replay("viewer_stream", listo_fuzz::targets::viewer_stream);
+}
+
+#[test]
+fn upstream_stream() {
+    replay("upstream_stream", listo_fuzz::targets::upstream_stream);
+}
+
+#[test]
+fn playlist() {
+    replay("playlist", listo_fuzz::targets::playlist);
+}
+
+#[test]
+fn control_json() {
+    replay("control_json", listo_fuzz::targets::control_json);
+}
+
+#[test]
+fn node_api() {
+    replay("node_api", listo_fuzz::targets::node_api);
+}
+
+/// Replays one input: `LISTO_FUZZ_TARGET=viewer_stream LISTO_FUZZ_INPUT=path cargo test one -- --ignored`
+/// (add `LISTO_FUZZ_TRACE=1` to see every host action).
+#[test]
+#[ignore]
+fn one() {
+    let target = std::env::var("LISTO_FUZZ_TARGET").expect("LISTO_FUZZ_TARGET");
+    let data = std::fs::read(std::env::var("LISTO_FUZZ_INPUT").expect("LISTO_FUZZ_INPUT")).unwrap();
+    let f: fn(&[u8]) = match target.as_str() {
+        "viewer_stream" => listo_fuzz::targets::viewer_stream,
+        "upstream_stream" => listo_fuzz::targets::upstream_stream,
+        "playlist" => listo_fuzz::targets::playlist,
+        "control_json" => listo_fuzz::targets::control_json,
+        "node_api" => listo_fuzz::targets::node_api,
+        t => panic!("unknown target {t}"),
+    };
+    f(&data);
+}
