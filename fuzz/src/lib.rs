@@ -675,23 +675,31 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, budget: &mut u32) -> Result<Ve
                 head.framing = Framing::Length(n);
                 head.head_only = true;
                 head.complete = true;
-                if let Ok(more) = parse_at(rx, pos + end, eof, budget) {
-                    out.push(head);
-                    out.extend(more);
-                    return Ok(out);
+                // Prefer, in order: a HEAD reading after which everything parses into complete
+                // responses; a body reading that parses; a HEAD reading that parses at all.
+                let head_alt = parse_at(rx, pos + end, eof, budget);
+                let clean = head_alt.as_ref().is_ok_and(|v| v.last().is_none_or(|x| x.complete));
+                if !clean {
+                    let n = n as usize;
+                    let mut body = resp.clone();
+                    body.framing = Framing::Length(n as u64);
+                    if rest.len() < n {
+                        body.body.extend_from_slice(rest);
+                        out.push(body);
+                        return Ok(out);
+                    }
+                    if let Ok(more) = parse_at(rx, pos + end + n, eof, budget) {
+                        body.body.extend_from_slice(&rest[..n]);
+                        body.complete = true;
+                        out.push(body);
+                        out.extend(more);
+                        return Ok(out);
+                    }
                 }
-                // Not a HEAD answer after all: a body that starts with `HTTP/1.`.
-                resp.framing = Framing::Length(n);
-                let n = n as usize;
-                if rest.len() < n {
-                    resp.body.extend_from_slice(rest);
-                    out.push(resp);
-                    return Ok(out);
-                }
-                resp.body.extend_from_slice(&rest[..n]);
-                resp.complete = true;
-                out.push(resp);
-                pos += end + n;
+                let more = head_alt?;
+                out.push(head);
+                out.extend(more);
+                return Ok(out);
             }
             Some(n) => {
                 resp.framing = Framing::Length(n);
