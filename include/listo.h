@@ -29,6 +29,11 @@
 #define LISTO_CLOSE -2
 
 /**
+ * Buckets of `listo_channel_stats.upstream_latency_buckets`.
+ */
+#define LISTO_LATENCY_BUCKETS 13
+
+/**
  * Which kind of connection `listo_node_poll_ready` names.
  */
 enum listo_conn
@@ -436,6 +441,62 @@ typedef struct listo_stats {
 } listo_stats;
 
 /**
+ * Counters of one rendition of a channel, filled by `listo_node_rendition_stats`. Set `size`
+ * to `sizeof(listo_rendition_stats)`. A rendition is an HLS media playlist with the segments
+ * it lists, or the directory of objects no media playlist names (DASH).
+ */
+typedef struct listo_rendition_stats {
+  /**
+   * `sizeof(listo_rendition_stats)`, set by the caller; the library sets it to the bytes filled.
+   */
+  size_t size;
+  /**
+   * The media playlist path or directory (NUL-terminated, cut to fit; `truncated` then set).
+   */
+  char rendition[1024];
+  /**
+   * Non-zero if `rendition` was cut to fit.
+   */
+  uint64_t truncated;
+  /**
+   * Viewer sessions active within the channel's target duration.
+   */
+  uint64_t viewers;
+  /**
+   * Most viewer sessions at once.
+   */
+  uint64_t peak_viewers;
+  /**
+   * Viewer-seconds watched.
+   */
+  uint64_t viewer_seconds;
+  /**
+   * Requests for it.
+   */
+  uint64_t requests;
+  /**
+   * Requests answered from a complete, fresh cached object.
+   */
+  uint64_t hits;
+  /**
+   * Requests attached to an object being fetched.
+   */
+  uint64_t coalesced;
+  /**
+   * Requests that started an upstream fetch.
+   */
+  uint64_t misses;
+  /**
+   * Upstream body bytes received for it.
+   */
+  uint64_t upstream_bytes;
+  /**
+   * Bytes written to its viewers.
+   */
+  uint64_t downstream_bytes;
+} listo_rendition_stats;
+
+/**
  * Counters of one channel, filled by `listo_node_channel_stats`. Set `size` to
  * `sizeof(listo_channel_stats)`.
  */
@@ -509,6 +570,44 @@ typedef struct listo_channel_stats {
    * Segment requests answered entirely from a complete cached object.
    */
   uint64_t segment_hits;
+  /**
+   * Failed upstream attempts: the TCP connection could not be made.
+   */
+  uint64_t upstream_errors_connect;
+  /**
+   * Failed upstream attempts: connect, first byte or body timed out.
+   */
+  uint64_t upstream_errors_timeout;
+  /**
+   * Failed upstream attempts: the endpoint answered 5xx.
+   */
+  uint64_t upstream_errors_status;
+  /**
+   * Failed upstream attempts: malformed, truncated or reset responses.
+   */
+  uint64_t upstream_errors_malformed;
+  /**
+   * Error responses sent to this channel's viewers (all statuses).
+   */
+  uint64_t error_responses;
+  /**
+   * Upstream latencies observed (request sent → response head).
+   */
+  uint64_t upstream_latency_count;
+  /**
+   * Their sum, in microseconds.
+   */
+  uint64_t upstream_latency_sum_us;
+  /**
+   * Upstream latency histogram, not cumulative: bucket `i` counts latencies up to
+   * 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000 ms (above the previous bound);
+   * the last bucket those above 5 s.
+   */
+  uint64_t upstream_latency_buckets[LISTO_LATENCY_BUCKETS];
+  /**
+   * Renditions with counters (valid indexes for `listo_node_rendition_stats`).
+   */
+  uint64_t renditions;
 } listo_channel_stats;
 
 #ifdef __cplusplus
@@ -759,6 +858,17 @@ int listo_node_poll_event(struct listo_node *node, struct listo_event *out);
  * `LISTO_ERR_NULL` or `LISTO_ERR_INVALID` (`size` not set).
  */
 int listo_node_stats(const struct listo_node *node, struct listo_stats *out);
+
+/**
+ * Fills `*out` (caller-owned, `out->size` set) with the counters of rendition `rendition` of
+ * the `channel`-th channel (instruction order). Loop `rendition` from 0 until `LISTO_DONE`.
+ * Returns `LISTO_OK`, `LISTO_DONE` (either index past the last), `LISTO_ERR_NULL` or
+ * `LISTO_ERR_INVALID` (`size` not set).
+ */
+int listo_node_rendition_stats(const struct listo_node *node,
+                               size_t channel,
+                               size_t rendition,
+                               struct listo_rendition_stats *out);
 
 /**
  * Fills `*out` (caller-owned, `out->size` set) with the counters of the `index`-th channel, in

@@ -70,7 +70,10 @@ pub mod store;
 pub mod upstream;
 pub mod user;
 
-pub use admin::{ChannelStats, Event, Stats};
+pub use admin::{
+    ChannelStats, EndpointStats, Event, LatencyHistogram, RenditionStats, Severity, Stats, UpstreamErrorKind, UpstreamErrors,
+    LATENCY_BOUNDS_MS,
+};
 pub use config::{Config, SECOND};
 pub use control::Instruction;
 pub use error::Error;

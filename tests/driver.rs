@@ -812,7 +812,13 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
             let (series, value) = line.rsplit_once(' ').expect("sample line");
             let name = series.split('{').next().expect("name");
             assert!(name.starts_with("listo_"), "metric name {name}");
-            let kind = types.get(name).unwrap_or_else(|| panic!("no TYPE for {name}"));
+            // A histogram's samples are its name + _bucket, _sum, _count.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .filter_map(|s| name.strip_suffix(s))
+                .find(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+                .unwrap_or(name);
+            let kind = types.get(family).unwrap_or_else(|| panic!("no TYPE for {name}"));
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "counter {name} ends with _total");
             }

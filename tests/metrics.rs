@@ -55,6 +55,14 @@ fn metrics_are_valid_prometheus_text() {
     assert!(body.contains("listo_requests_total{channel=\"ch1\"} 1"), "{body}");
     assert!(body.contains("listo_upstream_failures_total{channel=\"ch1\"} 1"), "{body}");
     assert!(body.contains("listo_error_responses_total{status=\"404\"} 1"), "{body}");
+    // Errors by kind and by channel, per-rendition counters and the latency histogram.
+    assert!(body.contains("listo_upstream_errors_total{channel=\"ch1\",kind=\"connect\"} 1"), "{body}");
+    assert!(body.contains("listo_upstream_errors_total{channel=\"ch1\",kind=\"timeout\"} 0"), "{body}");
+    assert!(body.contains("listo_channel_error_responses_total{channel=\"ch1\",status=\"502\"} 1"), "{body}");
+    assert!(body.contains("listo_rendition_requests_total{channel=\"ch1\",rendition=\"/live/ch1/\"} 1"), "{body}");
+    assert!(body.contains("# TYPE listo_upstream_latency_seconds histogram"), "{body}");
+    assert!(body.contains("listo_upstream_latency_seconds_bucket{channel=\"ch1\",le=\"+Inf\"} 0"), "{body}");
+    assert!(body.contains("listo_upstream_latency_seconds_count{channel=\"ch1\"} 0"), "{body}");
     for line in body.lines().filter(|l| !l.starts_with('#')) {
         let (name, value) = line.rsplit_once(' ').unwrap();
         assert!(name.starts_with("listo_"), "{line}");

@@ -73,6 +73,8 @@ fn viewers_are_players_not_connections() {
     assert_eq!(s.viewers, 7, "5 players + 2 behind one address, after {} connections", 5 * 20 + 2);
     assert_eq!(s.peak_viewers, 7);
     assert!(s.viewer_seconds >= 5 * 9, "about 5 viewers for 10 s: {}", s.viewer_seconds);
+    assert_eq!(s.renditions.len(), 1, "all segments in one directory: {:?}", s.renditions);
+    assert_eq!((s.renditions[0].viewers, s.renditions[0].peak_viewers), (7, 7), "per rendition too");
     // Nobody asks for a while: viewers drop to 0, the peak stays.
     node.handle_timeout(now + 30 * SECOND);
     let s = &node.stats().channels[0];

@@ -1105,3 +1105,97 @@ fn retry_after_a_dead_pooled_connection_goes_on_a_fresh_connection() {
     assert_eq!(r.body, b"c");
     assert_eq!(h.stats().errors, vec![]);
 }
+
+// ------------------------------------------------------------------------------------------
+// Accounting per rendition, upstream latency, errors by kind (issue 5 item 3)
+// ------------------------------------------------------------------------------------------
+
+/// A media playlist listing `names`.
+fn media_playlist(names: &[&str]) -> Vec<u8> {
+    let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:1\n");
+    for n in names {
+        s.push_str(&format!("#EXTINF:2.0,\n{n}\n"));
+    }
+    s.into_bytes()
+}
+
+#[test]
+fn counters_are_kept_per_rendition_with_segments_attributed_to_the_playlist_listing_them() {
+    let mut cfg = Config::default();
+    cfg.prefetch = false;
+    let mut h = Harness::new(cfg);
+    let master = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nlo.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3000000\nhi.m3u8\n";
+    h.fetch_through("/live/ch1/master.m3u8", &resp_200(master, M3U8));
+    // A flat layout: both renditions and their segments share one directory.
+    h.fetch_through("/live/ch1/hi.m3u8", &resp_200(&media_playlist(&["hi_1.ts"]), M3U8));
+    h.fetch_through("/live/ch1/lo.m3u8", &resp_200(&media_playlist(&["lo_1.ts"]), M3U8));
+    let hi_seg = vec![7u8; 30_000];
+    let lo_seg = vec![9u8; 10_000];
+    // Three viewers of hi_1.ts (one fetch, two coalesced), one of lo_1.ts.
+    let vs: Vec<ViewerId> = (0..3).map(|_| h.get("/live/ch1/hi_1.ts")).collect();
+    let u = h.expect_request("/live/ch1/hi_1.ts");
+    h.cdn_send(u, &resp_200(&hi_seg, TS));
+    for v in vs {
+        assert_eq!(h.response(v).body, hi_seg);
+    }
+    h.fetch_through("/live/ch1/lo_1.ts", &resp_200(&lo_seg, TS));
+    let c = h.ch("ch1");
+    let names: Vec<&str> = c.renditions.iter().map(|r| r.rendition.as_str()).collect();
+    assert_eq!(names, ["/live/ch1/hi.m3u8", "/live/ch1/lo.m3u8"], "the master playlist is not a rendition");
+    let hi = &c.renditions[0];
+    let lo = &c.renditions[1];
+    assert_eq!((hi.requests, hi.misses, hi.coalesced, hi.hits), (4, 2, 2, 0), "playlist + 3 segment requests: {hi:?}");
+    assert_eq!((lo.requests, lo.misses), (2, 2), "{lo:?}");
+    assert!(hi.upstream_bytes >= hi_seg.len() as u64 && hi.upstream_bytes < hi_seg.len() as u64 + 500, "{hi:?}");
+    assert!(lo.upstream_bytes >= lo_seg.len() as u64 && lo.upstream_bytes < lo_seg.len() as u64 + 500, "{lo:?}");
+    assert!(hi.downstream_bytes > 3 * hi_seg.len() as u64 && hi.downstream_bytes < 3 * hi_seg.len() as u64 + 3_000, "{hi:?}");
+    assert!(lo.downstream_bytes > lo_seg.len() as u64 && lo.downstream_bytes < lo_seg.len() as u64 + 1_500, "{lo:?}");
+    assert!(hi.downstream_bytes + lo.downstream_bytes <= c.downstream_bytes, "renditions are part of the channel");
+    assert_eq!(hi.viewers, 4, "each harness connection is its own session: 3 segment viewers + the playlist's");
+    assert_eq!(lo.viewers, 2);
+}
+
+#[test]
+fn upstream_latency_is_a_histogram_of_request_to_head_time() {
+    let mut h = Harness::default_node();
+    let v = h.get("/live/ch1/seg_1.ts");
+    let u = h.expect_request("/live/ch1/seg_1.ts");
+    h.advance(30 * MS);
+    h.cdn_send(u, &resp_200(b"abc", TS));
+    assert_eq!(h.response(v).status, 200);
+    let lat = h.ch("ch1").upstream_latency;
+    assert_eq!(lat.count, 1);
+    assert_eq!(lat.sum_us, 30_000);
+    let bucket = listo::LATENCY_BOUNDS_MS.iter().position(|&b| b == 50).unwrap();
+    assert_eq!(lat.counts[bucket], 1, "30 ms lands in the (25, 50] ms bucket: {lat:?}");
+}
+
+#[test]
+fn upstream_errors_are_counted_by_kind_and_error_responses_by_channel() {
+    let mut h = Harness::default_node();
+    // Connect refused.
+    let v = h.get("/live/ch1/a.ts");
+    h.refuse_connect();
+    assert_eq!(h.response(v).status, 502);
+    // 5xx.
+    let v = h.get("/live/ch1/b.ts");
+    let u = h.expect_request("/live/ch1/b.ts");
+    h.cdn_send(u, &resp_status(503, "Service Unavailable", b"", ""));
+    assert_eq!(h.response(v).status, 502);
+    // Malformed head.
+    let v = h.get("/live/ch1/c.ts");
+    let u = h.expect_request("/live/ch1/c.ts");
+    h.cdn_send(u, b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n");
+    assert_eq!(h.response(v).status, 502);
+    // No head within the first-byte timeout.
+    let v = h.get("/live/ch1/d.ts");
+    h.expect_request("/live/ch1/d.ts");
+    h.advance(Config::default().first_byte_timeout + SECOND);
+    assert_eq!(h.response(v).status, 504);
+    let c = h.ch("ch1");
+    let e = &c.upstream_errors;
+    assert_eq!((e.connect, e.status, e.malformed, e.timeout), (1, 1, 1, 1), "{e:?}");
+    assert_eq!(c.error_responses, vec![(502, 3), (504, 1)]);
+    assert_eq!(h.ch("ch2").error_responses, vec![], "other channels untouched");
+    assert_eq!(h.ch("ch2").upstream_errors, listo::UpstreamErrors::default());
+}

@@ -490,6 +490,30 @@ static void test_serve_through_socketpairs(void) {
     CHECK_EQ(cs.requests, 2);
     CHECK_EQ(cs.hits, 1);
     CHECK_EQ(cs.misses, 1);
+    CHECK_EQ(cs.upstream_latency_count, 1);
+    {
+        uint64_t sum = 0;
+        for (i = 0; i < LISTO_LATENCY_BUCKETS; i++) sum += cs.upstream_latency_buckets[i];
+        CHECK_EQ(sum, 1); /* one request sent, one head received */
+    }
+    CHECK_EQ(cs.upstream_errors_connect + cs.upstream_errors_timeout + cs.upstream_errors_status + cs.upstream_errors_malformed, 0);
+    /* Both requests were for the segment's directory (no playlist named it): one rendition. */
+    CHECK_EQ(cs.renditions, 1);
+    {
+        listo_rendition_stats rs;
+        rs.size = 0;
+        CHECK_EQ(listo_node_rendition_stats(h.node, 0, 0, &rs), LISTO_ERR_INVALID);
+        rs.size = sizeof rs;
+        CHECK_EQ(listo_node_rendition_stats(NULL, 0, 0, &rs), LISTO_ERR_NULL);
+        CHECK_EQ(listo_node_rendition_stats(h.node, 0, 0, NULL), LISTO_ERR_NULL);
+        CHECK_EQ(listo_node_rendition_stats(h.node, 0, 0, &rs), LISTO_OK);
+        CHECK(strcmp(rs.rendition, "/live/ch1/") == 0);
+        CHECK_EQ(rs.requests, 2);
+        CHECK_EQ(rs.misses, 1);
+        CHECK(rs.downstream_bytes > 2 * strlen(BODY));
+        CHECK_EQ(listo_node_rendition_stats(h.node, 0, 1, &rs), LISTO_DONE);
+        CHECK_EQ(listo_node_rendition_stats(h.node, 1, 0, &rs), LISTO_DONE);
+    }
     ev.size = sizeof ev;
     CHECK_EQ(listo_node_poll_event(h.node, &ev), LISTO_OK);
     CHECK_EQ(ev.kind, LISTO_EVENT_KIND_CHANNEL_INSTRUCTED);

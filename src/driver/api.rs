@@ -256,52 +256,16 @@ impl Driver {
     }
 }
 
-/// The node's counters as JSON (the admin port's `/v1/stats`).
+/// The node's counters as JSON (the admin port's `/v1/stats`): [`Stats::to_json`] plus the
+/// driver's own connection counters.
 pub fn stats_json(s: &Stats, d: &super::DriverCounters) -> serde_json::Value {
-    let channels: Vec<serde_json::Value> = s
-        .channels
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "channel": c.channel, "viewers": c.viewers, "peak_viewers": c.peak_viewers,
-                "viewer_seconds": c.viewer_seconds, "viewer_connections": c.viewer_connections,
-                "requests": c.requests, "hits": c.hits, "prefetches": c.prefetches,
-                "segment_requests": c.segment_requests, "segment_hits": c.segment_hits,
-                "coalesced": c.coalesced, "misses": c.misses, "upstream_requests": c.upstream_requests,
-                "upstream_bytes": c.upstream_bytes, "downstream_bytes": c.downstream_bytes,
-                "upstream_failures": c.upstream_failures,
-            })
-        })
-        .collect();
-    let errors: serde_json::Map<String, serde_json::Value> = s.errors.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
-    let endpoints: Vec<serde_json::Value> = s
-        .endpoints
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "endpoint": e.endpoint, "healthy": e.healthy, "consecutive_failures": e.consecutive_failures,
-                "successes": e.successes, "failures": e.failures, "last_error": e.last_error,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "channels": channels,
-        "endpoints": endpoints,
-        "draining": s.draining,
-        "events_dropped": s.events_dropped,
-        "followed_playlists": s.followed_playlists,
-        "viewer_connections": s.viewer_connections,
-        "upstream_connections": s.upstream_connections,
-        "store_objects": s.store_objects,
-        "store_bytes": s.store_bytes,
-        "evictions": s.evictions,
-        "slow_viewers_dropped": s.slow_viewers_dropped,
-        "downstream_bytes": s.downstream_bytes,
-        "errors": errors,
-        "connections_accepted": d.accepted,
-        "connections_closed_by_node": d.closed_by_node,
-        "upstream_connect_errors": d.connect_errors,
-    })
+    let mut v = s.to_json();
+    if let Some(o) = v.as_object_mut() {
+        o.insert("connections_accepted".into(), d.accepted.into());
+        o.insert("connections_closed_by_node".into(), d.closed_by_node.into());
+        o.insert("upstream_connect_errors".into(), d.connect_errors.into());
+    }
+    v
 }
 
 /// The node's counters in the Prometheus text exposition format.
@@ -344,6 +308,52 @@ pub fn prometheus(s: &Stats, d: &super::DriverCounters) -> String {
     ];
     for (name, kind, help, v) in node {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    }
+    let _ = writeln!(out, "# HELP listo_saving_ratio 1 - upstream bytes / downstream bytes of the channel.\n# TYPE listo_saving_ratio gauge");
+    for c in &s.channels {
+        let _ = writeln!(out, "listo_saving_ratio{{channel=\"{}\"}} {}", escape_label(&c.channel), c.saving_ratio());
+    }
+    let _ = writeln!(out, "# HELP listo_upstream_errors_total Failed upstream attempts, by kind (connect, timeout, status, malformed).\n# TYPE listo_upstream_errors_total counter");
+    for c in &s.channels {
+        for k in crate::admin::UpstreamErrorKind::ALL {
+            let _ = writeln!(out, "listo_upstream_errors_total{{channel=\"{}\",kind=\"{}\"}} {}", escape_label(&c.channel), k.as_str(), c.upstream_errors.get(k));
+        }
+    }
+    let _ = writeln!(out, "# HELP listo_channel_error_responses_total Error responses sent to the channel's viewers, by status.\n# TYPE listo_channel_error_responses_total counter");
+    for c in &s.channels {
+        for (status, n) in &c.error_responses {
+            let _ = writeln!(out, "listo_channel_error_responses_total{{channel=\"{}\",status=\"{status}\"}} {n}", escape_label(&c.channel));
+        }
+    }
+    let _ = writeln!(out, "# HELP listo_upstream_latency_seconds Time from sending a request to the CDN endpoint to its response head.\n# TYPE listo_upstream_latency_seconds histogram");
+    for c in &s.channels {
+        let ch = escape_label(&c.channel);
+        let h = &c.upstream_latency;
+        for (le, n) in h.cumulative() {
+            let le = le.map_or_else(|| "+Inf".to_string(), |ms| format!("{}", ms as f64 / 1000.0));
+            let _ = writeln!(out, "listo_upstream_latency_seconds_bucket{{channel=\"{ch}\",le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "listo_upstream_latency_seconds_sum{{channel=\"{ch}\"}} {}", h.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "listo_upstream_latency_seconds_count{{channel=\"{ch}\"}} {}", h.count);
+    }
+    let per_rendition: [(&str, &str, &str, fn(&crate::admin::RenditionStats) -> u64); 9] = [
+        ("listo_rendition_viewers", "gauge", "Viewer sessions of the rendition active within the target duration.", |r| r.viewers),
+        ("listo_rendition_peak_viewers", "gauge", "Most viewer sessions of the rendition at once.", |r| r.peak_viewers),
+        ("listo_rendition_viewer_seconds_total", "counter", "Viewer-seconds of the rendition.", |r| r.viewer_seconds),
+        ("listo_rendition_requests_total", "counter", "Viewer requests for the rendition.", |r| r.requests),
+        ("listo_rendition_hits_total", "counter", "Rendition requests answered from a complete cached object.", |r| r.hits),
+        ("listo_rendition_coalesced_total", "counter", "Rendition requests attached to an object being fetched.", |r| r.coalesced),
+        ("listo_rendition_misses_total", "counter", "Rendition requests that started an upstream fetch.", |r| r.misses),
+        ("listo_rendition_upstream_bytes_total", "counter", "Body bytes of the rendition received from the CDN endpoint.", |r| r.upstream_bytes),
+        ("listo_rendition_downstream_bytes_total", "counter", "Bytes of the rendition written to viewers.", |r| r.downstream_bytes),
+    ];
+    for (name, kind, help, get) in per_rendition {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in &s.channels {
+            for r in &c.renditions {
+                let _ = writeln!(out, "{name}{{channel=\"{}\",rendition=\"{}\"}} {}", escape_label(&c.channel), escape_label(&r.rendition), get(r));
+            }
+        }
     }
     let _ = writeln!(out, "# HELP listo_endpoint_healthy 1 when the CDN endpoint's last fetch succeeded.\n# TYPE listo_endpoint_healthy gauge");
     for e in &s.endpoints {

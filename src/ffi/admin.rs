@@ -6,6 +6,7 @@ use super::{
     check_size, code_i64, code_int, ffi, fill_chars, listo_err, listo_node, node_mut, node_ref, Fail, LISTO_DONE,
     LISTO_OK,
 };
+use crate::admin::RenditionStats;
 use crate::{ChannelStats, Event, Stats};
 
 /// What a `listo_event` reports.
@@ -131,6 +132,61 @@ pub struct listo_channel_stats {
     pub segment_requests: u64,
     /// Segment requests answered entirely from a complete cached object.
     pub segment_hits: u64,
+    /// Failed upstream attempts: the TCP connection could not be made.
+    pub upstream_errors_connect: u64,
+    /// Failed upstream attempts: connect, first byte or body timed out.
+    pub upstream_errors_timeout: u64,
+    /// Failed upstream attempts: the endpoint answered 5xx.
+    pub upstream_errors_status: u64,
+    /// Failed upstream attempts: malformed, truncated or reset responses.
+    pub upstream_errors_malformed: u64,
+    /// Error responses sent to this channel's viewers (all statuses).
+    pub error_responses: u64,
+    /// Upstream latencies observed (request sent → response head).
+    pub upstream_latency_count: u64,
+    /// Their sum, in microseconds.
+    pub upstream_latency_sum_us: u64,
+    /// Upstream latency histogram, not cumulative: bucket `i` counts latencies up to
+    /// 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000 ms (above the previous bound);
+    /// the last bucket those above 5 s.
+    pub upstream_latency_buckets: [u64; LISTO_LATENCY_BUCKETS],
+    /// Renditions with counters (valid indexes for `listo_node_rendition_stats`).
+    pub renditions: u64,
+}
+
+/// Buckets of `listo_channel_stats.upstream_latency_buckets`.
+pub const LISTO_LATENCY_BUCKETS: usize = 13;
+
+/// Counters of one rendition of a channel, filled by `listo_node_rendition_stats`. Set `size`
+/// to `sizeof(listo_rendition_stats)`. A rendition is an HLS media playlist with the segments
+/// it lists, or the directory of objects no media playlist names (DASH).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct listo_rendition_stats {
+    /// `sizeof(listo_rendition_stats)`, set by the caller; the library sets it to the bytes filled.
+    pub size: usize,
+    /// The media playlist path or directory (NUL-terminated, cut to fit; `truncated` then set).
+    pub rendition: [c_char; 1024],
+    /// Non-zero if `rendition` was cut to fit.
+    pub truncated: u64,
+    /// Viewer sessions active within the channel's target duration.
+    pub viewers: u64,
+    /// Most viewer sessions at once.
+    pub peak_viewers: u64,
+    /// Viewer-seconds watched.
+    pub viewer_seconds: u64,
+    /// Requests for it.
+    pub requests: u64,
+    /// Requests answered from a complete, fresh cached object.
+    pub hits: u64,
+    /// Requests attached to an object being fetched.
+    pub coalesced: u64,
+    /// Requests that started an upstream fetch.
+    pub misses: u64,
+    /// Upstream body bytes received for it.
+    pub upstream_bytes: u64,
+    /// Bytes written to its viewers.
+    pub downstream_bytes: u64,
 }
 
 fn event_to_c(e: &Event) -> listo_event {
@@ -269,9 +325,61 @@ fn channel_to_c(c: &ChannelStats) -> listo_channel_stats {
         prefetches: c.prefetches,
         segment_requests: c.segment_requests,
         segment_hits: c.segment_hits,
+        upstream_errors_connect: c.upstream_errors.connect,
+        upstream_errors_timeout: c.upstream_errors.timeout,
+        upstream_errors_status: c.upstream_errors.status,
+        upstream_errors_malformed: c.upstream_errors.malformed,
+        error_responses: c.error_responses.iter().map(|(_, n)| n).sum(),
+        upstream_latency_count: c.upstream_latency.count,
+        upstream_latency_sum_us: c.upstream_latency.sum_us,
+        upstream_latency_buckets: c.upstream_latency.counts,
+        renditions: c.renditions.len() as u64,
     };
     fill_chars(&mut out.channel, &c.channel);
     out
+}
+
+fn rendition_to_c(r: &RenditionStats) -> listo_rendition_stats {
+    let mut out = listo_rendition_stats {
+        size: std::mem::size_of::<listo_rendition_stats>(),
+        rendition: [0; 1024],
+        truncated: 0,
+        viewers: r.viewers,
+        peak_viewers: r.peak_viewers,
+        viewer_seconds: r.viewer_seconds,
+        requests: r.requests,
+        hits: r.hits,
+        coalesced: r.coalesced,
+        misses: r.misses,
+        upstream_bytes: r.upstream_bytes,
+        downstream_bytes: r.downstream_bytes,
+    };
+    out.truncated = u64::from(fill_chars(&mut out.rendition, &r.rendition));
+    out
+}
+
+/// Fills `*out` (caller-owned, `out->size` set) with the counters of rendition `rendition` of
+/// the `channel`-th channel (instruction order). Loop `rendition` from 0 until `LISTO_DONE`.
+/// Returns `LISTO_OK`, `LISTO_DONE` (either index past the last), `LISTO_ERR_NULL` or
+/// `LISTO_ERR_INVALID` (`size` not set).
+#[no_mangle]
+pub unsafe extern "C" fn listo_node_rendition_stats(
+    node: *const listo_node,
+    channel: usize,
+    rendition: usize,
+    out: *mut listo_rendition_stats,
+) -> c_int {
+    ffi!(code_int, {
+        let h = node_ref(node)?;
+        if out.is_null() {
+            return Err(Fail::null("out"));
+        }
+        check_size(out, "listo_rendition_stats")?;
+        let s = h.node.stats();
+        let Some(r) = s.channels.get(channel).and_then(|c| c.renditions.get(rendition)) else { return Ok(LISTO_DONE) };
+        std::ptr::write_unaligned(out, rendition_to_c(r));
+        Ok(LISTO_OK)
+    })
 }
 
 /// Fills `*out` (caller-owned, `out->size` set) with the counters of the `index`-th channel, in
@@ -299,36 +407,7 @@ pub unsafe extern "C" fn listo_node_channel_stats(
 /// The JSON form of the statistics: the keys of the admin port's `GET /v1/stats`, less the
 /// reference driver's own connection counters.
 pub(crate) fn stats_json(s: &Stats) -> String {
-    let channels: Vec<_> = s
-        .channels
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "channel": c.channel, "viewers": c.viewers, "peak_viewers": c.peak_viewers,
-                "viewer_seconds": c.viewer_seconds, "viewer_connections": c.viewer_connections,
-                "requests": c.requests, "hits": c.hits, "prefetches": c.prefetches,
-                "segment_requests": c.segment_requests, "segment_hits": c.segment_hits,
-                "coalesced": c.coalesced, "misses": c.misses, "upstream_requests": c.upstream_requests,
-                "upstream_bytes": c.upstream_bytes, "downstream_bytes": c.downstream_bytes,
-                "upstream_failures": c.upstream_failures,
-            })
-        })
-        .collect();
-    let errors: serde_json::Map<String, serde_json::Value> =
-        s.errors.iter().map(|(status, n)| (status.to_string(), serde_json::Value::from(*n))).collect();
-    serde_json::json!({
-        "channels": channels,
-        "viewer_connections": s.viewer_connections,
-        "upstream_connections": s.upstream_connections,
-        "store_objects": s.store_objects,
-        "store_bytes": s.store_bytes,
-        "evictions": s.evictions,
-        "slow_viewers_dropped": s.slow_viewers_dropped,
-        "followed_playlists": s.followed_playlists,
-        "downstream_bytes": s.downstream_bytes,
-        "errors": errors,
-    })
-    .to_string()
+    s.to_json().to_string()
 }
 
 /// Writes the statistics as one JSON object (NUL-terminated) into `buf`, a caller buffer of

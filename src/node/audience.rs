@@ -50,15 +50,37 @@ pub(super) fn session_key(peer: Option<IpAddr>, user_agent: Option<&str>, conn: 
     h.finish()
 }
 
-impl Node {
-    /// Records that a session asked for something of `channel` at `now`.
-    pub(super) fn note_session(&mut self, now: u64, channel: u64, session: u64) {
-        let a = self.audience.entry(channel).or_default();
-        let new = a.last_seen.insert(session, now).is_none();
-        if new {
+impl ChannelAudience {
+    /// Records that `session` asked for something at `now`.
+    pub(super) fn note(&mut self, now: u64, session: u64) {
+        if self.last_seen.insert(session, now).is_none() {
             // Count a new viewer at once (the tick refines it).
-            a.current += 1;
-            a.peak = a.peak.max(a.current);
+            self.current += 1;
+            self.peak = self.peak.max(self.current);
+        }
+    }
+
+    /// Drops sessions idle for longer than the target duration (`target`, else this
+    /// audience's own), counts the rest and adds to viewer-seconds.
+    pub(super) fn tick(&mut self, now: u64, target: Option<u64>) {
+        // A player asks at least once per target duration; allow one period of jitter.
+        let window = target.or(self.target).unwrap_or(6 * SECOND).max(2 * SECOND);
+        self.last_seen.retain(|_, t| now.saturating_sub(*t) <= window);
+        if let Some(last) = self.last_tick {
+            self.viewer_ns += self.current as u128 * now.saturating_sub(last) as u128;
+        }
+        self.last_tick = Some(now);
+        self.current = self.last_seen.len() as u64;
+        self.peak = self.peak.max(self.current);
+    }
+}
+
+impl Node {
+    /// Records that a session asked for something of `channel` (and `rendition`) at `now`.
+    pub(super) fn note_session(&mut self, now: u64, channel: u64, rendition: Option<u16>, session: u64) {
+        self.audience.entry(channel).or_default().note(now, session);
+        if let Some(r) = rendition {
+            self.renditions.entry(channel).or_default().note_session(r, now, session);
         }
         self.timers.arm_sweep(now);
     }
@@ -70,16 +92,11 @@ impl Node {
 
     /// Once a second: drop sessions idle for longer than the target duration, count the rest.
     pub(super) fn audience_tick(&mut self, now: u64) {
-        for a in self.audience.values_mut() {
-            // A player asks at least once per target duration; allow one period of jitter.
-            let window = a.target.unwrap_or(6 * SECOND).max(2 * SECOND);
-            a.last_seen.retain(|_, t| now.saturating_sub(*t) <= window);
-            if let Some(last) = a.last_tick {
-                a.viewer_ns += a.current as u128 * now.saturating_sub(last) as u128;
+        for (channel, a) in self.audience.iter_mut() {
+            a.tick(now, None);
+            if let Some(r) = self.renditions.get_mut(channel) {
+                r.tick(now, a.target);
             }
-            a.last_tick = Some(now);
-            a.current = a.last_seen.len() as u64;
-            a.peak = a.peak.max(a.current);
         }
     }
 }

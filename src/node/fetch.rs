@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 use super::{ConnId, Node, UpstreamId};
-use crate::admin::{EndpointStats, Event};
+use crate::admin::{EndpointStats, Event, UpstreamErrorKind};
 use crate::media;
 use crate::store::{ObjId, ObjKind, ObjectKey};
 use crate::upstream::{UpConn, UpEvent, UpPhase};
@@ -34,6 +34,10 @@ pub(super) struct Fetch {
     /// An LL-HLS blocking playlist reload (`_HLS_msn`): the upstream may hold it up to three
     /// target durations, and running out of that time is a 503 (RFC 8216bis §6.2.5.2).
     blocking: Option<u64>,
+    /// Rendition whose upstream bytes these are.
+    rendition: Option<u16>,
+    /// When the current attempt's request went to a connection (upstream latency).
+    sent_at: u64,
 }
 
 impl Node {
@@ -49,6 +53,11 @@ impl Node {
 
     fn start_fetch_with(&mut self, now: u64, obj: ObjId, channel: u64, path: String, blocking: Option<u64>) {
         let Some(ch) = self.channels.by_id(channel) else { return };
+        let rendition = self.store.get(obj).and_then(|o| {
+            let key = &o.key.path;
+            let bare = key.split('?').next().unwrap_or("");
+            self.renditions.entry(channel).or_default().classify(bare, key, o.kind == ObjKind::Playlist)
+        });
         let fetch = Fetch {
             channel,
             path,
@@ -58,6 +67,8 @@ impl Node {
             silent_retries: 0,
             conn: None,
             blocking,
+            rendition,
+            sent_at: now,
         };
         self.fetches.insert(obj, fetch);
         self.timers.arm_sweep(now);
@@ -112,6 +123,7 @@ impl Node {
         conn.start_request(obj, &f.path, &f.host);
         conn.deadline = now.saturating_add(f.blocking.unwrap_or(self.cfg.first_byte_timeout));
         f.conn = Some(u);
+        f.sent_at = now;
         if let Some(s) = self.chan_stats.get_mut(&f.channel) {
             s.upstream_requests += 1;
         }
@@ -194,7 +206,7 @@ impl Node {
                 _ => self.dispatch(now, obj),
             }
         } else {
-            self.fetch_failed(now, obj, 502, "upstream closed before the head", true);
+            self.fetch_failed(now, obj, 502, UpstreamErrorKind::Malformed, "upstream closed before the head", true);
         }
     }
 
@@ -209,10 +221,15 @@ impl Node {
         let blocking = self.fetches.get(&obj).is_some_and(|f| f.blocking.is_some());
         if blocking && status == 504 && phase == UpPhase::AwaitHead {
             // The part did not appear within three target durations.
-            self.fetch_failed(now, obj, 503, "blocking playlist reload timed out", false);
+            self.fetch_failed(now, obj, 503, UpstreamErrorKind::Timeout, "blocking playlist reload timed out", false);
             return;
         }
-        self.fetch_failed(now, obj, status, reason, !head_sent);
+        let kind = match phase {
+            _ if status == 504 => UpstreamErrorKind::Timeout,
+            UpPhase::Connecting => UpstreamErrorKind::Connect,
+            _ => UpstreamErrorKind::Malformed,
+        };
+        self.fetch_failed(now, obj, status, kind, reason, !head_sent);
     }
 
     /// Handles what a response turned into.
@@ -237,8 +254,13 @@ impl Node {
                             c.fetch = None;
                         }
                         self.close_upstream(now, u);
-                        self.fetch_failed(now, id, 502, "upstream answered 5xx", true);
+                        self.fetch_failed(now, id, 502, UpstreamErrorKind::Status, "upstream answered 5xx", true);
                         return;
+                    }
+                    if let Some(f) = self.fetches.get(&id).filter(|f| f.blocking.is_none()) {
+                        if let Some(s) = self.chan_stats.get_mut(&f.channel) {
+                            s.upstream_latency.observe(now.saturating_sub(f.sent_at));
+                        }
                     }
                     if let Some(o) = self.store.get_mut(id) {
                         o.no_store = head.no_store;
@@ -247,9 +269,12 @@ impl Node {
                     self.object_head(now, id);
                 }
                 UpEvent::Data(chunk) => {
-                    if let Some(ch) = self.fetches.get(&id).map(|f| f.channel) {
-                        if let Some(s) = self.chan_stats.get_mut(&ch) {
+                    if let Some(f) = self.fetches.get(&id) {
+                        if let Some(s) = self.chan_stats.get_mut(&f.channel) {
                             s.upstream_bytes += chunk.len() as u64;
+                        }
+                        if let Some(r) = f.rendition.and_then(|r| self.renditions.get_mut(&f.channel)?.stats_mut(r)) {
+                            r.upstream_bytes += chunk.len() as u64;
                         }
                     }
                     self.store.append(id, chunk.clone());
@@ -274,7 +299,7 @@ impl Node {
                         c.fetch = None;
                     }
                     self.close_upstream(now, u);
-                    self.fetch_failed(now, id, e.status.max(502), e.reason, !head_known);
+                    self.fetch_failed(now, id, e.status.max(502), UpstreamErrorKind::Malformed, e.reason, !head_known);
                     return;
                 }
             }
@@ -284,9 +309,20 @@ impl Node {
 
     /// Retries on the next endpoint (once, before anything reached a viewer), else fails the
     /// object: waiting viewers get `status`, streaming ones are closed, nothing is kept.
-    pub(super) fn fetch_failed(&mut self, now: u64, obj: ObjId, status: u16, reason: &str, retryable: bool) {
+    pub(super) fn fetch_failed(
+        &mut self,
+        now: u64,
+        obj: ObjId,
+        status: u16,
+        kind: UpstreamErrorKind,
+        reason: &str,
+        retryable: bool,
+    ) {
         let Some(f) = self.fetches.get_mut(&obj) else { return };
         f.conn = None;
+        if let Some(s) = self.chan_stats.get_mut(&f.channel) {
+            s.upstream_errors.add(kind);
+        }
         let len = f.endpoints.len().max(1);
         let failed_ep = f.endpoints.get(f.attempt % len).copied();
         let channel = f.channel;
@@ -349,6 +385,14 @@ impl Node {
                         let path = super::serve::normalize_key(p, q);
                         window.push((ObjectKey { channel, path: path.into() }, until));
                     }
+                }
+            }
+            if let Some(info) = &info {
+                let bare = base.split('?').next().unwrap_or("");
+                let r = self.renditions.entry(channel).or_default();
+                match info.kind {
+                    media::PlaylistKind::HlsMedia => r.media_playlist(bare, window.iter().map(|(k, until)| (&*k.path, *until))),
+                    _ => r.master_playlist(bare),
                 }
             }
             let target = info.as_ref().and_then(|i| i.target_duration_ms).map(|ms| ms.saturating_mul(1_000_000));

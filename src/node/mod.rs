@@ -10,6 +10,7 @@
 //! fetches (pool, retries, failures), `timers` keeps deadlines.
 
 mod audience;
+mod renditions;
 mod fetch;
 mod follow;
 mod serve;
@@ -98,6 +99,7 @@ pub struct Node {
     slow_viewers: u64,
     prefetch: follow::Prefetch,
     audience: HashMap<u64, audience::ChannelAudience>,
+    renditions: HashMap<u64, renditions::ChannelRenditions>,
     endpoints: BTreeMap<SocketAddr, crate::admin::EndpointStats>,
     channel_expiry: HashMap<String, u64>,
     draining: bool,
@@ -136,6 +138,7 @@ impl Node {
             slow_viewers: 0,
             prefetch: follow::Prefetch::default(),
             audience: HashMap::new(),
+            renditions: HashMap::new(),
             endpoints: BTreeMap::new(),
             channel_expiry: HashMap::new(),
             draining: false,
@@ -188,6 +191,13 @@ impl Node {
             let mut stats = self.chan_stats.remove(&old).unwrap_or_default();
             stats.viewers = 0;
             self.chan_stats.insert(id, stats);
+            // Viewers stay: so do their sessions and renditions, under the new id.
+            if let Some(a) = self.audience.remove(&old) {
+                self.audience.insert(id, a);
+            }
+            if let Some(r) = self.renditions.remove(&old) {
+                self.renditions.insert(id, r);
+            }
             self.drop_channel_objects(old);
         }
         self.chan_stats.entry(id).or_insert_with(|| ChannelStats { channel: name.clone(), ..Default::default() });
@@ -257,6 +267,7 @@ impl Node {
         let ch = self.channels.remove(name).ok_or_else(|| Error::UnknownChannel(name.to_string()))?;
         self.chan_stats.remove(&ch.id);
         self.audience.remove(&ch.id);
+        self.renditions.remove(&ch.id);
         self.drop_channel_objects(ch.id);
         Ok(())
     }
@@ -312,10 +323,14 @@ impl Node {
     pub fn user_sent(&mut self, now: u64, v: ViewerId, n: usize) -> Result<(), Error> {
         let viewer = self.viewers.get_mut(&v.0).ok_or(Error::UnknownConnection)?;
         viewer.last_activity = now;
-        let chan_stats = &mut self.chan_stats;
-        let taken = viewer.sent(n as u64, |ch, b| {
+        let (chan_stats, renditions) = (&mut self.chan_stats, &mut self.renditions);
+        let taken = viewer.sent(n as u64, |tag, b| {
+            let (ch, r) = renditions::untag(tag);
             if let Some(s) = chan_stats.get_mut(&ch) {
                 s.downstream_bytes += b;
+            }
+            if let Some(rs) = r.and_then(|r| renditions.get_mut(&ch)?.stats_mut(r)) {
+                rs.downstream_bytes += b;
             }
         });
         self.downstream_total += taken;
@@ -514,6 +529,9 @@ impl Node {
                     s.viewers = a.current;
                     s.peak_viewers = a.peak;
                     s.viewer_seconds = a.viewer_seconds();
+                }
+                if let Some(r) = self.renditions.get(&c.id) {
+                    s.renditions = r.snapshot();
                 }
                 Some(s)
             })

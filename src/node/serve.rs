@@ -74,6 +74,16 @@ impl Node {
     /// Queues a small error response. `keep_alive` leaves the connection usable.
     fn send_error(&mut self, now: u64, id: u64, status: u16, keep_alive: bool, channel: u64) {
         *self.errors.entry(status).or_default() += 1;
+        let (ch, _) = super::renditions::untag(channel);
+        if let Some(s) = self.chan_stats.get_mut(&ch) {
+            match s.error_responses.iter_mut().find(|(st, _)| *st == status) {
+                Some((_, n)) => *n += 1,
+                None => {
+                    s.error_responses.push((status, 1));
+                    s.error_responses.sort_unstable();
+                }
+            }
+        }
         let date = self.date_header(now);
         let Some(v) = self.viewers.get_mut(&id) else { return };
         let body = format!("{} {}\n", status, crate::http::reason_phrase(status));
@@ -145,40 +155,57 @@ impl Node {
             peer = v.peer;
         }
         let session = super::audience::session_key(peer, req.user_agent.as_deref(), id);
-        self.note_session(now, channel, session);
         let is_playlist = media::is_playlist_path(&req.path);
+        let rendition = self.renditions.entry(channel).or_default().classify(&req.path, &key.path, is_playlist);
+        self.note_session(now, channel, rendition, session);
+        // Bytes sent for this request are counted against its channel and rendition.
+        let tag = super::renditions::tag(channel, rendition);
         // LL-HLS blocking reload: keyed by (rendition, msn, part) like any query, so every
         // viewer holding for the same part shares one upstream blocking request.
         let blocking = is_playlist && req.query.as_deref().is_some_and(|q| q.split('&').any(|p| p.starts_with("_HLS_msn=")));
         if is_playlist && !req.query.as_deref().is_some_and(|q| q.contains("_HLS_")) {
             self.note_playlist_viewer(now, &key);
         }
+        let lookup = self.store.lookup(&key, now);
         let stats = self.chan_stats.entry(channel).or_default();
+        let mut rstats = rendition.and_then(|r| self.renditions.get_mut(&channel)?.stats_mut(r));
         stats.requests += 1;
+        if let Some(r) = rstats.as_deref_mut() {
+            r.requests += 1;
+        }
         if !is_playlist {
             stats.segment_requests += 1;
         }
-        match self.store.lookup(&key, now) {
+        match lookup {
             Lookup::Hit(obj) => {
                 stats.hits += 1;
+                if let Some(r) = rstats {
+                    r.hits += 1;
+                }
                 if !is_playlist {
                     stats.segment_hits += 1;
                 }
-                self.set_front(id, req, obj, channel, FrontMode::AwaitHead);
+                self.set_front(id, req, obj, tag, FrontMode::AwaitHead);
                 self.respond_from_object(now, id);
             }
             Lookup::Filling(obj) => {
                 stats.coalesced += 1;
-                self.attach(now, id, req, obj, channel);
+                if let Some(r) = rstats {
+                    r.coalesced += 1;
+                }
+                self.attach(now, id, req, obj, tag);
             }
             Lookup::Miss => {
                 stats.misses += 1;
+                if let Some(r) = rstats {
+                    r.misses += 1;
+                }
                 let kind = if is_playlist { ObjKind::Playlist } else { ObjKind::Segment };
                 // Upstream gets the viewer's query as sent (signed CDN URLs depend on its order);
                 // only the cache key is normalized.
                 let upstream_path = req.path_and_query();
                 let obj = self.store.insert_filling(key, kind, now);
-                self.attach(now, id, req, obj, channel);
+                self.attach(now, id, req, obj, tag);
                 if blocking {
                     let target = self.audience.get(&channel).and_then(|a| a.target()).unwrap_or(6 * crate::SECOND);
                     self.start_fetch_blocking(now, obj, channel, upstream_path, target.saturating_mul(3));

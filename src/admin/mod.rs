@@ -3,74 +3,8 @@
 
 use std::collections::VecDeque;
 
-/// Counters of one channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChannelStats {
-    /// Channel name.
-    pub channel: String,
-    /// Viewers: distinct sessions (client address + User-Agent) that asked for something of
-    /// this channel within its target duration — not TCP connections.
-    pub viewers: u64,
-    /// Most viewers at once.
-    pub peak_viewers: u64,
-    /// Viewer-seconds watched.
-    pub viewer_seconds: u64,
-    /// Open viewer connections whose latest request was for this channel.
-    pub viewer_connections: u64,
-    /// Requests routed to this channel.
-    pub requests: u64,
-    /// Requests answered from a complete, fresh object.
-    pub hits: u64,
-    /// Requests attached to an object already being fetched (read-while-write).
-    pub coalesced: u64,
-    /// Requests that started an upstream fetch.
-    pub misses: u64,
-    /// Upstream requests sent (including retries).
-    pub upstream_requests: u64,
-    /// Upstream body bytes received.
-    pub upstream_bytes: u64,
-    /// Bytes (heads and bodies) the host reported written to this channel's viewers.
-    pub downstream_bytes: u64,
-    /// Upstream fetches that failed (viewers got 502/504 or a close).
-    pub upstream_failures: u64,
-    /// Segment fetches the node started before any viewer asked.
-    pub prefetches: u64,
-    /// Viewer requests for segments (not playlists).
-    pub segment_requests: u64,
-    /// Segment requests answered entirely from a complete object.
-    pub segment_hits: u64,
-}
-
-/// Node-wide counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Per channel, in instruction order.
-    pub channels: Vec<ChannelStats>,
-    /// Open viewer connections.
-    pub viewer_connections: u64,
-    /// Open upstream connections.
-    pub upstream_connections: u64,
-    /// Objects in the store.
-    pub store_objects: u64,
-    /// Body bytes in the store.
-    pub store_bytes: u64,
-    /// Objects evicted for the memory budget.
-    pub evictions: u64,
-    /// Error responses sent to viewers, by class: (status, count).
-    pub errors: Vec<(u16, u64)>,
-    /// Bytes written to viewers, all channels and error responses included.
-    pub downstream_bytes: u64,
-    /// Viewers disconnected because their queued output exceeded the backlog limit.
-    pub slow_viewers_dropped: u64,
-    /// Media playlists the node is following (refreshing and prefetching) for its viewers.
-    pub followed_playlists: u64,
-    /// CDN endpoints the node fetched from, with their health.
-    pub endpoints: Vec<EndpointStats>,
-    /// Events dropped because nobody drained them.
-    pub events_dropped: u64,
-    /// True once `drain` was called.
-    pub draining: bool,
-}
+mod stats;
+pub use stats::{ChannelStats, EndpointStats, LatencyHistogram, RenditionStats, Stats, UpstreamErrorKind, UpstreamErrors, LATENCY_BOUNDS_MS};
 
 /// How much an event matters (RFC 5424 severities).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -243,23 +177,6 @@ impl Event {
             ],
         }
     }
-}
-
-/// Health of one CDN endpoint as the node sees it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EndpointStats {
-    /// `IP:PORT`.
-    pub endpoint: String,
-    /// False after a failure until a fetch succeeds again.
-    pub healthy: bool,
-    /// Failures since the last success.
-    pub consecutive_failures: u64,
-    /// Fetches that completed.
-    pub successes: u64,
-    /// Failures in all.
-    pub failures: u64,
-    /// The last failure's reason.
-    pub last_error: String,
 }
 
 /// A bounded queue of events: the oldest are dropped (and counted) when the host does not drain.
