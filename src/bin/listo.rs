@@ -19,8 +19,13 @@ const USAGE: &str = "usage:
       A synthetic live HLS origin (a CDN stand-in).
   listo instructor --listen ADDR --topology FILE [--trusted-proxy IP[/LEN]]... [--ttl S]
                    [--ack-wait-ms MS] [--verbose 1]
+                   [--alto ADDR [--client-token TOKEN]... [--client-token-file FILE] [--alto-url URL]]
       HTTP mediator + instructor: 302s a viewer's GET to the node chosen for its address (or the
       last X-Forwarded-For hop from a trusted proxy) and instructs that node. SIGHUP reloads.
+      --alto also serves ALTO (RFC 7285) at http://ADDR/alto for a third-party CDN controller:
+      network map, cost map, endpoint cost, and the LISTO selection and notification resources
+      (bearer token of --client-token / --client-token-file, one a line). With --alto,
+      --listen is optional.
   listo dns --listen ADDR --zone NAME --topology FILE [--ttl S]
       Authoritative DNS (UDP and TCP) for NAME: A/AAAA with the chosen node's IP, by EDNS
       Client Subnet when present, else the query's source. SIGHUP reloads the topology.
@@ -92,12 +97,38 @@ fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
 /// `listo instructor`: the HTTP mediator and instructor until SIGINT/SIGTERM (SIGHUP reloads).
 #[cfg(all(feature = "driver", feature = "instructor"))]
 fn instructor(args: &[String]) -> Result<(), String> {
-    use listo::instructor::{install_sighup_handler, HttpMediator, HttpMediatorConfig, Instructor, InstructorConfig};
+    use listo::instructor::{
+        install_sighup_handler, AltoServer, AltoServerConfig, HttpMediator, HttpMediatorConfig, Instructor, InstructorConfig,
+    };
     let (mut listen, mut topology, mut trusted) = (None, None, Vec::new());
+    let (mut alto, mut tokens, mut alto_url) = (None, Vec::new(), None);
     let mut icfg = InstructorConfig::default();
+    let check_token = |flag: &str, t: &str| -> Result<String, String> {
+        let ok = !t.is_empty() && t.len() <= 512 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+        if ok {
+            Ok(t.to_string())
+        } else {
+            Err(format!("{flag}: a token is 1-512 of letters, digits and - . _ ~ + / = (RFC 6750 b64token)"))
+        }
+    };
     for (flag, v) in flag_pairs(args)? {
         match flag {
             "--listen" => listen = Some(addr(flag, v)?),
+            "--alto" => alto = Some(addr(flag, v)?),
+            "--client-token" => tokens.push(check_token(flag, v)?),
+            "--client-token-file" => {
+                let text = std::fs::read_to_string(v).map_err(|e| format!("{flag}: cannot read {v}: {e}"))?;
+                for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+                    tokens.push(check_token(flag, line)?);
+                }
+            }
+            "--alto-url" => {
+                let ok = v.starts_with("http://") || v.starts_with("https://");
+                if !ok || v.bytes().any(|b| b <= b' ' || b >= 0x7f || b == b'"') {
+                    return Err(format!("{flag}: '{v}' is not an http(s) URL"));
+                }
+                alto_url = Some(v.to_string());
+            }
             "--topology" => topology = Some(std::path::PathBuf::from(v)),
             "--trusted-proxy" => {
                 let net = match v.parse::<std::net::IpAddr>() {
@@ -112,24 +143,61 @@ fn instructor(args: &[String]) -> Result<(), String> {
             _ => return Err(format!("unknown flag {flag} (see listo --help)")),
         }
     }
-    let listen = listen.ok_or("--listen ADDR is required")?;
+    if listen.is_none() && alto.is_none() {
+        return Err("--listen ADDR is required (or --alto ADDR for an ALTO server alone)".into());
+    }
+    if alto.is_none() && (!tokens.is_empty() || alto_url.is_some()) {
+        return Err("--client-token, --client-token-file and --alto-url need --alto ADDR".into());
+    }
     let topology = topology.ok_or("--topology FILE is required")?;
     let verbose = icfg.verbose;
     let ins = Instructor::from_file(&topology, icfg).map_err(|e| format!("{}: {e}", topology.display()))?;
     let summary = ins.topology().summary();
-    let mut cfg = HttpMediatorConfig::new(listen);
-    cfg.trusted_proxies = trusted;
-    cfg.verbose = verbose;
-    let m = HttpMediator::start(cfg, ins.clone()).map_err(|e| e.to_string())?;
+    let m = match listen {
+        Some(listen) => {
+            let mut cfg = HttpMediatorConfig::new(listen);
+            cfg.trusted_proxies = trusted;
+            cfg.verbose = verbose;
+            Some(HttpMediator::start(cfg, ins.clone()).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let a = match alto {
+        Some(at) => {
+            if tokens.is_empty() {
+                eprintln!("listo instructor: no --client-token: the ALTO selection and notification resources refuse every request");
+            }
+            let mut cfg = AltoServerConfig::new(at);
+            cfg.tokens = tokens;
+            cfg.public_url = alto_url;
+            cfg.verbose = verbose;
+            Some(AltoServer::start(cfg, ins.clone()).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
     listo::driver::install_signal_handlers();
     install_sighup_handler();
-    eprintln!("listo instructor on {}: {summary}", m.local_addr());
+    if let Some(m) = &m {
+        eprintln!("listo instructor on {}: {summary}", m.local_addr());
+    }
+    if let Some(a) = &a {
+        eprintln!("listo instructor: ALTO server on {} (directory http://{}/alto): {summary}", a.local_addr(), a.local_addr());
+    }
     while !listo::driver::signalled() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let s = m.stats();
-    eprintln!("listo instructor: stopped; {} to nodes, {} to the CDN, {} instructions", s.to_node, s.to_cdn, ins.stats().posts);
-    m.shutdown();
+    let mut line = String::from("listo instructor: stopped;");
+    if let Some(m) = m {
+        let s = m.stats();
+        line.push_str(&format!(" {} to nodes, {} to the CDN,", s.to_node, s.to_cdn));
+        m.shutdown();
+    }
+    if let Some(a) = a {
+        let s = a.stats();
+        line.push_str(&format!(" {} selections, {} notifications, {} unauthorized,", s.selections_node + s.selections_none, s.notifications, s.unauthorized));
+        a.shutdown();
+    }
+    eprintln!("{line} {} instructions", ins.stats().posts);
     ins.stop();
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Instructing nodes over their control ports (LA/LC): `POST /v1/channels` with the JSON of
 //! [`crate::control::instruction_json`], deduplicated per (node, channel), renewed before the
-//! instruction's `ttl_s` runs out, every level of a hierarchy top first.
+//! instruction's `ttl_s` runs out, every level of a hierarchy top first. An instruction that
+//! came from an ALTO notification (a third-party CDN controller chose the endpoint) is
+//! *pinned*: its renewals re-send it as it was, not what the topology would say.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -18,6 +20,9 @@ use crate::Instruction;
 
 /// Most prefetched playlist paths remembered per (node, channel) (viewer-chosen, so bounded).
 const MAX_PREFETCHED: usize = 32;
+/// Most (node, channel) slots; pinned instructions name channels a CDN controller chose, so
+/// their number is bounded here.
+const MAX_SLOTS: usize = 65_536;
 
 /// Completion of one instruction job, shared by everyone waiting for it.
 #[derive(Debug, Default)]
@@ -57,6 +62,8 @@ pub(crate) struct Slot {
     failed: Option<(Instant, String)>,
     /// The node's control port.
     control: Option<SocketAddr>,
+    /// The acknowledged instruction when it came from an ALTO notification: renewed as is.
+    pinned: Option<Instruction>,
 }
 
 /// Slots by (node listen address, channel name).
@@ -75,7 +82,7 @@ pub(crate) enum Dispatch {
 
 #[allow(clippy::large_enum_variant)] // a handful per job, never stored for long
 enum Item {
-    Post { key: (SocketAddr, String), control: SocketAddr, instruction: Instruction, sig: String },
+    Post { key: (SocketAddr, String), control: SocketAddr, instruction: Instruction, sig: String, pinned: bool },
     Wait(Arc<Ticket>),
 }
 
@@ -85,8 +92,9 @@ fn signature(ins: &Instruction) -> String {
 
 impl Instructor {
     /// Makes sure every step's node is instructed; posts what is missing or due for renewal in a
-    /// background thread. `prefetch` is the playlist path for the last (chosen) node.
-    pub(crate) fn dispatch(&self, steps: &[Step], prefetch: Option<&str>) -> Dispatch {
+    /// background thread. `prefetch` is the playlist path for the last (chosen) node. `pinned`:
+    /// the steps came from an ALTO notification (renewals re-send them as they are).
+    pub(crate) fn dispatch(&self, steps: &[Step], prefetch: Option<&str>, pinned: bool) -> Dispatch {
         let now = Instant::now();
         let ttl = Duration::from_secs(self.cfg.ttl_s.max(1));
         let renew_after = ttl / 2;
@@ -100,6 +108,9 @@ impl Instructor {
                 let leaf = i + 1 == steps.len();
                 let key = (step.node, step.instruction.channel.clone());
                 let sig = signature(&step.instruction);
+                if slots.len() >= MAX_SLOTS && !slots.contains_key(&key) {
+                    return Dispatch::Failed(format!("{} not instructed: too many (node, channel) pairs", step.node));
+                }
                 let slot = slots.entry(key.clone()).or_default();
                 slot.control = Some(step.control);
                 let current = slot.ok.as_ref().filter(|(at, s)| *s == sig && now.duration_since(*at) < ttl).map(|(at, _)| *at);
@@ -115,7 +126,7 @@ impl Instructor {
                         let stale = now.duration_since(at) >= renew_after;
                         if (stale || want.is_some()) && slot.in_flight.is_none() {
                             slot.in_flight = Some(job.clone());
-                            items.push(Item::Post { key, control: step.control, instruction: ins, sig });
+                            items.push(Item::Post { key, control: step.control, instruction: ins, sig, pinned });
                         }
                     }
                     None => {
@@ -128,7 +139,7 @@ impl Instructor {
                         } else {
                             slot.in_flight = Some(job.clone());
                             wait_job = true;
-                            items.push(Item::Post { key, control: step.control, instruction: ins, sig });
+                            items.push(Item::Post { key, control: step.control, instruction: ins, sig, pinned });
                         }
                     }
                 }
@@ -182,7 +193,7 @@ impl Instructor {
                         result = t.wait_until(Instant::now() + self.cfg.post_timeout * 4).unwrap_or_else(|| Err("upper level timed out".into()));
                     }
                 }
-                Item::Post { key, control, instruction, sig } => {
+                Item::Post { key, control, instruction, sig, pinned } => {
                     let r = match &result {
                         Ok(()) => post_instruction(control, &instruction, self.cfg.post_timeout),
                         Err(e) => Err(format!("upper level failed: {e}")),
@@ -209,6 +220,7 @@ impl Instructor {
                             }
                             slot.ok = Some((Instant::now(), sig));
                             slot.failed = None;
+                            slot.pinned = pinned.then(|| Instruction { prefetch: Vec::new(), ttl_s: None, ..instruction.clone() });
                             for p in instruction.prefetch {
                                 if slot.prefetched.len() >= MAX_PREFETCHED {
                                     slot.prefetched.remove(0);
@@ -240,9 +252,15 @@ impl Instructor {
         {
             let mut slots = self.slots.lock();
             slots.retain(|(node, channel), slot| {
-                let (Some(n), Some(c)) = (topo.node(*node), topo.channel(channel)) else { return false };
+                let Some(n) = topo.node(*node) else { return false };
+                let mut ins = match &slot.pinned {
+                    Some(p) => p.clone(),
+                    None => {
+                        let Some(c) = topo.channel(channel) else { return false };
+                        topo.instruction_for(n, c)
+                    }
+                };
                 let Some((at, sig)) = &slot.ok else { return true };
-                let mut ins = topo.instruction_for(n, c);
                 let new_sig = signature(&ins);
                 if slot.in_flight.is_none() && (now.duration_since(*at) >= renew_after || *sig != new_sig) {
                     ins.ttl_s = Some(self.cfg.ttl_s.max(1));
@@ -250,7 +268,8 @@ impl Instructor {
                     let t = Arc::new(Ticket::default());
                     slot.in_flight = Some(t.clone());
                     slot.control = Some(n.control);
-                    jobs.push((Item::Post { key: (*node, channel.clone()), control: n.control, instruction: ins, sig: new_sig }, t));
+                    let pinned = slot.pinned.is_some();
+                    jobs.push((Item::Post { key: (*node, channel.clone()), control: n.control, instruction: ins, sig: new_sig, pinned }, t));
                 }
                 true
             });

@@ -10,24 +10,20 @@
 //! * Unknown channel path → 404; client in no PID with nodes → 302 to the channel's CDN
 //!   endpoint; a node that could not be instructed → 302 to the CDN endpoint too.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::http_server::{client_wants_close, Reply, Server, ServerConfig, Service};
 use super::lpm::canonical;
 use super::{Instructor, Readiness, Route};
 
-/// Longest request head accepted.
-const MAX_HEAD: usize = 16 * 1024;
 /// Longest request target accepted.
 const MAX_TARGET: usize = 8 * 1024;
-/// Requests served on one keep-alive connection before it is closed.
-const MAX_REQUESTS_PER_CONN: usize = 1000;
 
 /// How the HTTP mediator runs.
 #[derive(Debug, Clone)]
@@ -82,39 +78,32 @@ struct Ctx {
     instructor: Arc<Instructor>,
     cfg: HttpMediatorConfig,
     counters: Counters,
-    open: AtomicUsize,
-    stop: AtomicBool,
 }
 
 /// A running HTTP mediator.
 pub struct HttpMediator {
-    local: SocketAddr,
+    server: Server,
     ctx: Arc<Ctx>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for HttpMediator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpMediator").field("local", &self.local).finish_non_exhaustive()
+        f.debug_struct("HttpMediator").field("local", &self.server.local_addr()).finish_non_exhaustive()
     }
 }
 
 impl HttpMediator {
     /// Binds and starts serving in background threads.
     pub fn start(cfg: HttpMediatorConfig, instructor: Arc<Instructor>) -> io::Result<HttpMediator> {
-        let listener = TcpListener::bind(cfg.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", cfg.listen)))?;
-        let local = listener.local_addr()?;
-        let ctx = Arc::new(Ctx { instructor, cfg, counters: Counters::default(), open: AtomicUsize::new(0), stop: AtomicBool::new(false) });
-        let thread = std::thread::Builder::new().name("listo-mediator".into()).spawn({
-            let ctx = ctx.clone();
-            move || accept_loop(listener, ctx)
-        })?;
-        Ok(HttpMediator { local, ctx, thread: Some(thread) })
+        let scfg = ServerConfig { listen: cfg.listen, max_connections: cfg.max_connections, io_timeout: cfg.io_timeout, name: "listo-mediator" };
+        let ctx = Arc::new(Ctx { instructor, cfg, counters: Counters::default() });
+        let server = Server::start(scfg, ctx.clone())?;
+        Ok(HttpMediator { server, ctx })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.server.local_addr()
     }
 
     /// Counters so far.
@@ -132,58 +121,7 @@ impl HttpMediator {
 
     /// Stops accepting (connections in progress finish their current request).
     pub fn shutdown(mut self) {
-        self.stop_inner();
-    }
-
-    fn stop_inner(&mut self) {
-        self.ctx.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let mut wake = self.local;
-        if wake.ip().is_unspecified() {
-            wake.set_ip(if wake.is_ipv4() { IpAddr::from([127, 0, 0, 1]) } else { IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]) });
-        }
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for HttpMediator {
-    fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.stop_inner();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>) {
-    loop {
-        let accepted = listener.accept();
-        if ctx.stop.load(Ordering::SeqCst) {
-            return;
-        }
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(_) => {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        ctx.counters.connections.fetch_add(1, Ordering::Relaxed);
-        if ctx.open.fetch_add(1, Ordering::SeqCst) >= ctx.cfg.max_connections {
-            ctx.open.fetch_sub(1, Ordering::SeqCst);
-            drop(stream);
-            continue;
-        }
-        let c = ctx.clone();
-        let spawned = std::thread::Builder::new().name("listo-mediator-conn".into()).spawn(move || {
-            serve(stream, peer, &c);
-            c.open.fetch_sub(1, Ordering::SeqCst);
-        });
-        if spawned.is_err() {
-            ctx.open.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.server.shutdown();
     }
 }
 
@@ -200,87 +138,40 @@ impl Answer {
     fn error(status: u16, body: &str) -> Answer {
         Answer { status, location: None, allow: status == 405, body: format!("{body}\n"), close: true }
     }
+
+    fn into_reply(self) -> Reply {
+        let mut headers = Vec::with_capacity(5);
+        if let Some(l) = self.location {
+            headers.push(("Location", l));
+        }
+        if self.allow {
+            headers.push(("Allow", "GET, HEAD".to_string()));
+        }
+        headers.push(("Cache-Control", "no-store".to_string()));
+        headers.push(("Access-Control-Allow-Origin", "*".to_string()));
+        headers.push(("Content-Type", "text/plain; charset=utf-8".to_string()));
+        Reply { status: self.status, headers, body: self.body.into_bytes(), close: self.close }
+    }
 }
 
-fn serve(mut stream: TcpStream, peer: SocketAddr, ctx: &Ctx) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(ctx.cfg.io_timeout));
-    let _ = stream.set_write_timeout(Some(ctx.cfg.io_timeout));
-    let mut buf: Vec<u8> = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 4096];
-    for _ in 0..MAX_REQUESTS_PER_CONN {
-        // Read until a complete head is buffered.
-        let head_end = loop {
-            if let Some(i) = find_head_end(&buf) {
-                break (i <= MAX_HEAD).then_some(i);
-            }
-            if buf.len() > MAX_HEAD {
-                break None;
-            }
-            match stream.read(&mut chunk) {
-                Ok(0) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            }
-        };
-        let (answer, head, consumed) = match head_end {
-            None => (Answer::error(431, "request head too large"), false, buf.len()),
-            Some(end) => (handle(&buf[..end], peer.ip(), ctx), true, end),
-        };
+impl Service for Ctx {
+    fn handle(&self, head: &[u8], _body: &[u8], peer: SocketAddr) -> Reply {
+        let answer = handle(head, peer.ip(), self);
         if answer.status >= 400 {
-            let c = &ctx.counters;
+            let c = &self.counters;
             if answer.status == 404 { c.not_found.fetch_add(1, Ordering::Relaxed) } else { c.refused.fetch_add(1, Ordering::Relaxed) };
         }
-        let is_head = head && buf.starts_with(b"HEAD ");
-        buf.drain(..consumed);
-        if write_answer(&mut stream, &answer, is_head).is_err() || answer.close {
-            let _ = stream.shutdown(Shutdown::Write);
-            // Drain what the peer still sends (bounded) so closing with unread bytes does not
-            // reset the connection before the peer has read the answer.
-            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-            let mut drained = 0usize;
-            while drained < 1 << 20 {
-                match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => drained += n,
-                }
-            }
-            return;
-        }
-        if ctx.stop.load(Ordering::SeqCst) {
-            return;
-        }
+        answer.into_reply()
     }
-}
 
-/// End of the head: after CRLF CRLF (or LF LF, which httparse also accepts).
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    fn refuse(&self, status: u16, why: &str) -> Reply {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        Answer::error(status, why).into_reply()
     }
-}
 
-fn write_answer(stream: &mut TcpStream, a: &Answer, head_only: bool) -> io::Result<()> {
-    let mut out = format!("HTTP/1.1 {} {}\r\n", a.status, crate::http::reason_phrase(a.status));
-    if let Some(l) = &a.location {
-        out.push_str("Location: ");
-        out.push_str(l);
-        out.push_str("\r\n");
+    fn connection(&self) {
+        self.counters.connections.fetch_add(1, Ordering::Relaxed);
     }
-    if a.allow {
-        out.push_str("Allow: GET, HEAD\r\n");
-    }
-    out.push_str("Cache-Control: no-store\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: text/plain; charset=utf-8\r\n");
-    out.push_str(&format!("Content-Length: {}\r\n", a.body.len()));
-    out.push_str(if a.close { "Connection: close\r\n\r\n" } else { "Connection: keep-alive\r\n\r\n" });
-    if !head_only {
-        out.push_str(&a.body);
-    }
-    stream.write_all(out.as_bytes())
 }
 
 /// Answers one complete request head.
@@ -295,16 +186,9 @@ fn handle(head: &[u8], peer: IpAddr, ctx: &Ctx) -> Answer {
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Answer::error(400, "malformed request line");
     };
-    let mut close = version == 0;
+    let close = client_wants_close(version, req.headers);
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.split(',').any(|t| t.trim() == "close") {
-                close = true;
-            } else if v.split(',').any(|t| t.trim() == "keep-alive") {
-                close = false;
-            }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding")
+        if h.name.eq_ignore_ascii_case("transfer-encoding")
             || (h.name.eq_ignore_ascii_case("content-length") && h.value.iter().any(|&b| b != b'0' && !b.is_ascii_whitespace()))
         {
             return Answer::error(400, "request bodies are not accepted");

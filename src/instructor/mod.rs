@@ -1,6 +1,10 @@
 //! Steering viewers to nodes (DESIGN §2, §6): the **instructor** (topology, node choice,
 //! instructions to nodes) and its two **mediators**, HTTP 302 ([`HttpMediator`], `listo
-//! instructor`) and authoritative DNS ([`DnsServer`], `listo dns`).
+//! instructor`) and authoritative DNS ([`DnsServer`], `listo dns`); and, for a CDN run by a
+//! third party, the **ALTO server** ([`AltoServer`], `listo instructor --alto`): RFC 7285
+//! network map, cost map and endpoint cost service from the same topology, plus the LISTO
+//! selection and notification resources through which the CDN controller learns the node for
+//! a viewer and tells which endpoint it chose (seed figures 3 and 5, AC and LA interfaces).
 //!
 //! * [`Topology`]: an ALTO network map and optional cost map (RFC 7285), the nodes of each PID,
 //!   the channels with their CDN endpoints, and an optional node hierarchy; checked at load.
@@ -25,7 +29,10 @@
 //! per viewer start, not the media itself.
 
 mod hierarchy;
+mod http_server;
 mod instruct;
+pub mod alto;
+pub mod alto_http;
 pub mod dns;
 pub mod lpm;
 pub mod mediator_http;
@@ -39,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+pub use alto_http::{AltoServer, AltoServerConfig, AltoStats};
 pub use dns::{DnsConfig, DnsServer, DnsStats};
 pub use instruct::post_instruction;
 pub use lpm::PrefixTable;
@@ -208,7 +216,19 @@ impl Instructor {
     /// Instructs every level of `steps` (top first) as needed, and waits up to `wait` for the
     /// ones the viewer depends on. `prefetch` is given to the last (chosen) node.
     pub fn instruct(&self, steps: &[Step], prefetch: Option<&str>, wait: Duration) -> Readiness {
-        match self.dispatch(steps, prefetch) {
+        self.instruct_as(steps, prefetch, wait, false)
+    }
+
+    /// Like [`Instructor::instruct`] for steps a CDN controller chose through an ALTO
+    /// notification: they are *pinned*, so renewals re-send them as they are (the controller's
+    /// endpoint) instead of what the topology would say, for as long as the node stays in the
+    /// topology or until another notification replaces them.
+    pub fn instruct_pinned(&self, steps: &[Step], prefetch: Option<&str>, wait: Duration) -> Readiness {
+        self.instruct_as(steps, prefetch, wait, true)
+    }
+
+    fn instruct_as(&self, steps: &[Step], prefetch: Option<&str>, wait: Duration, pinned: bool) -> Readiness {
+        match self.dispatch(steps, prefetch, pinned) {
             instruct::Dispatch::Ready => Readiness::Ready,
             instruct::Dispatch::Failed(e) => Readiness::Failed(e),
             instruct::Dispatch::Wait(tickets) => {

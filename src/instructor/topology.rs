@@ -191,6 +191,12 @@ impl Topology {
         self.channels.iter().filter(|c| path.starts_with(&c.path_prefix)).max_by_key(|c| c.path_prefix.len())
     }
 
+    /// Every prefix of the network map with its PID: IPv4 first, each family in lexicographic
+    /// order (what an ALTO network map document lists, RFC 7285 §11.2.1).
+    pub fn prefixes(&self) -> impl Iterator<Item = (IpNet, &str)> + '_ {
+        self.table.iter().map(|(p, &i)| (p, self.pids[i].as_str()))
+    }
+
     /// The PID of an address (longest-prefix match) and the prefix that matched.
     pub fn pid_of(&self, ip: std::net::IpAddr) -> Option<(IpNet, &str)> {
         self.table.lookup(ip).map(|(p, &i)| (p, self.pids[i].as_str()))
