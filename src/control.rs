@@ -2,6 +2,7 @@
 //! served by CDN endpoint(s) Y" — their validation, and the table that routes a request path to
 //! an instructed channel by longest prefix. Nothing outside this table is ever fetched.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::Error;
@@ -165,11 +166,18 @@ pub struct Channel {
     pub host: String,
 }
 
-/// The instructed channels, routed by longest path prefix.
+/// The instructed channels, routed by longest path prefix. Routing costs one hash lookup per
+/// distinct prefix *length* (a handful), not a scan of the channels: the indexes are rebuilt on
+/// the rare changes (instruct, withdraw).
 #[derive(Debug, Default)]
 pub struct ChannelTable {
     channels: Vec<Channel>,
     next_id: u64,
+    by_prefix: HashMap<Box<str>, usize>,
+    by_id: HashMap<u64, usize>,
+    by_name: HashMap<Box<str>, usize>,
+    /// Distinct prefix lengths, longest first.
+    lengths: Vec<usize>,
 }
 
 impl ChannelTable {
@@ -186,48 +194,71 @@ impl ChannelTable {
             )));
         }
         let host = ins.host_header();
-        if let Some(c) = self.channels.iter_mut().find(|c| c.instruction.channel == ins.channel) {
+        let result = match self.by_name.get(ins.channel.as_str()).and_then(|&i| self.channels.get_mut(i)) {
             // Same channel: keep its id (and its cache) when only endpoints/host change.
-            let prev = c.id;
-            if c.instruction.path_prefix == ins.path_prefix {
+            Some(c) if c.instruction.path_prefix == ins.path_prefix => {
                 c.instruction = ins;
                 c.host = host;
-                return Ok((prev, None));
+                (c.id, None)
             }
-            self.next_id += 1;
-            c.id = self.next_id;
-            c.instruction = ins;
-            c.host = host;
-            return Ok((c.id, Some(prev)));
-        }
-        self.next_id += 1;
-        let id = self.next_id;
-        self.channels.push(Channel { id, instruction: ins, host });
-        Ok((id, None))
+            Some(c) => {
+                let prev = c.id;
+                self.next_id += 1;
+                c.id = self.next_id;
+                c.instruction = ins;
+                c.host = host;
+                (c.id, Some(prev))
+            }
+            None => {
+                self.next_id += 1;
+                let id = self.next_id;
+                self.channels.push(Channel { id, instruction: ins, host });
+                (id, None)
+            }
+        };
+        self.reindex();
+        Ok(result)
     }
 
     /// Removes a channel by name; returns it.
     pub fn remove(&mut self, name: &str) -> Option<Channel> {
-        let i = self.channels.iter().position(|c| c.instruction.channel == name)?;
-        Some(self.channels.remove(i))
+        let i = *self.by_name.get(name)?;
+        let c = self.channels.remove(i);
+        self.reindex();
+        Some(c)
+    }
+
+    fn reindex(&mut self) {
+        self.by_prefix.clear();
+        self.by_id.clear();
+        self.by_name.clear();
+        for (i, c) in self.channels.iter().enumerate() {
+            self.by_prefix.insert(c.instruction.path_prefix.as_str().into(), i);
+            self.by_id.insert(c.id, i);
+            self.by_name.insert(c.instruction.channel.as_str().into(), i);
+        }
+        self.lengths = self.channels.iter().map(|c| c.instruction.path_prefix.len()).collect();
+        self.lengths.sort_unstable_by(|a, b| b.cmp(a));
+        self.lengths.dedup();
     }
 
     /// The channel whose prefix is the longest one starting `path`.
     pub fn route(&self, path: &str) -> Option<&Channel> {
-        self.channels
+        self.lengths
             .iter()
-            .filter(|c| path.starts_with(c.instruction.path_prefix.as_str()))
-            .max_by_key(|c| c.instruction.path_prefix.len())
+            .filter_map(|&n| path.get(..n))
+            .find_map(|p| self.by_prefix.get(p))
+            .and_then(|&i| self.channels.get(i))
     }
 
     /// The channel with this id.
     pub fn by_id(&self, id: u64) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.id == id)
+        self.by_id.get(&id).and_then(|&i| self.channels.get(i))
     }
 
     /// The channel with this name.
     pub fn by_name(&self, name: &str) -> Option<&Channel> {
-        self.channels.iter().find(|c| c.instruction.channel == name)
+        self.by_name.get(name).and_then(|&i| self.channels.get(i))
     }
 
     /// All channels.
@@ -262,6 +293,37 @@ mod tests {
         assert_eq!(t.route("/live/ch1/a.ts").unwrap().instruction.channel, "ch1");
         assert_eq!(t.route("/live/ch2/a.ts").unwrap().instruction.channel, "all");
         assert!(t.route("/vod/a.ts").is_none(), "no channel, no fetch");
+    }
+
+    #[test]
+    fn indexed_route_equals_a_scan_through_instruct_and_withdraw() {
+        use proptest::prelude::*;
+        let prefix = prop::sample::select(vec!["/a", "/a/", "/a/b", "/a/b/", "/ab/", "/b/", "/live/ch1", "/live/ch10/", "/é/"]);
+        let op = (prefix, 0u8..4, any::<bool>());
+        let path = prop::sample::select(vec!["/a", "/a/x.ts", "/a/b/c.ts", "/ab/x", "/b/", "/live/ch10/x.ts", "/live/ch1x", "/é/x", "/", "/c"]);
+        proptest!(|(ops in prop::collection::vec(op, 1..20), paths in prop::collection::vec(path, 1..10))| {
+            let mut t = ChannelTable::default();
+            for (p, name, withdraw) in ops {
+                let name = format!("c{name}");
+                if withdraw {
+                    t.remove(&name);
+                } else {
+                    let _ = t.upsert(Instruction::new(&name, p, ep()));
+                }
+            }
+            for path in paths {
+                let scan = t
+                    .iter()
+                    .filter(|c| path.starts_with(c.instruction.path_prefix.as_str()))
+                    .max_by_key(|c| c.instruction.path_prefix.len())
+                    .map(|c| c.id);
+                prop_assert_eq!(t.route(path).map(|c| c.id), scan, "{}", path);
+            }
+            for c in t.iter() {
+                prop_assert_eq!(t.by_id(c.id).map(|x| x.id), Some(c.id));
+                prop_assert_eq!(t.by_name(&c.instruction.channel).map(|x| x.id), Some(c.id));
+            }
+        });
     }
 
     #[test]

@@ -288,6 +288,12 @@ impl Node {
             let cr = format!("Content-Range: bytes */{}\r\n", o.len);
             let h = write_response_head(416, &date, &[cr.as_bytes(), &cors], BodyFraming::Length(0), keep);
             v.push_out(h, channel);
+        } else if known_len.is_none() && req.minor_version == 0 {
+            // An HTTP/1.0 viewer cannot be sent chunked coding, and a close-delimited body would
+            // make a truncated fetch look complete to it: it gets the object with its length,
+            // once complete (or the fetch's error status).
+            front.mode = FrontMode::AwaitComplete;
+            finished = false;
         } else {
             // The whole object (also for unparsable or multi-range requests, as RFC 9110 allows).
             let framing = match known_len {

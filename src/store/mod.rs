@@ -6,6 +6,8 @@
 //! The store only keeps objects and their bookkeeping; who reads what is the node's business
 //! (`readers` lists the viewers to wake).
 
+mod compact;
+
 use std::collections::HashMap;
 
 use bytes::Bytes;
@@ -210,6 +212,11 @@ impl Store {
             Some(obj) => {
                 obj.state = ObjState::Complete;
                 obj.completed_at = now;
+                if obj.len <= compact::COMPACT_MAX {
+                    if let Some(one) = compact::concat(&obj.chunks) {
+                        obj.chunks = vec![one];
+                    }
+                }
                 obj.fresh_until = fresh_until;
                 let drop_now = obj.no_store || fresh_until <= now;
                 if drop_now {
