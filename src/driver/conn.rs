@@ -29,6 +29,9 @@ pub(super) struct ViewerSock {
     blocked: bool,
     /// Bytes are queued in the node for it (so a drain waits for it).
     pending: bool,
+    /// Reading stopped because its responses wait for the socket (backpressure); resumed once
+    /// they are written.
+    read_paused: bool,
 }
 
 impl ViewerSock {
@@ -76,6 +79,14 @@ impl Driver {
                         v.blocked = false;
                     }
                     self.flush_viewer(token);
+                    // Its responses left: read its next requests (edge-triggered, so whatever
+                    // waits in the socket would give no new event).
+                    if let Some(Entry::Viewer(v)) = self.entries.get_mut(&token) {
+                        if v.read_paused && !v.blocked {
+                            v.read_paused = false;
+                            self.again.push((token, true, false));
+                        }
+                    }
                 }
             }
             Some(Entry::Upstream(_)) => {
@@ -114,7 +125,7 @@ impl Driver {
                     self.counters.accepted += 1;
                     let id = self.node.user_open(self.now(), Some(peer));
                     self.viewers.insert(id.0, t);
-                    self.entries.insert(t, Entry::Viewer(ViewerSock { stream, id, blocked: false, pending: false }));
+                    self.entries.insert(t, Entry::Viewer(ViewerSock { stream, id, blocked: false, pending: false, read_paused: false }));
                 }
                 Listener::Control | Listener::Admin => {
                     self.entries.insert(t, Entry::Api(ApiConn::new(stream, kind)));
@@ -131,6 +142,15 @@ impl Driver {
                 return;
             }
             let Some(Entry::Viewer(v)) = self.entries.get_mut(&token) else { return };
+            if v.blocked {
+                // Backpressure: the answers to what it already sent wait for its socket, so its
+                // next requests stay in the kernel's buffers (and then in the client's) instead
+                // of the node's. A viewer that pipelines without reading stalls itself, and the
+                // node's idle timer drops it; the node never holds more than one read of input
+                // and the responses to it.
+                v.read_paused = true;
+                return;
+            }
             let id = v.id;
             match v.stream.read(&mut buf) {
                 Ok(0) => {
@@ -140,6 +160,9 @@ impl Driver {
                 Ok(n) => {
                     let now = self.now();
                     let _ = self.node.user_recv(now, id, &buf[..n]);
+                    // Write the answers before reading more: whether they leave decides whether
+                    // to go on reading (above).
+                    self.flush_viewer(token);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

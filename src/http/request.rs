@@ -176,7 +176,13 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
         return Err(HttpError::bad_request("a body on GET/HEAD is not accepted"));
     }
     if let Some(cl) = content_length {
-        let cl = std::str::from_utf8(cl).ok().and_then(|s| s.trim().parse::<u64>().ok());
+        // RFC 9110 §8.6: 1*DIGIT. `u64::from_str` would also take a sign ("+0"): a value one
+        // parser reads and another refuses is a smuggling shape, so only digits pass.
+        let cl = std::str::from_utf8(cl)
+            .ok()
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok());
         match cl {
             Some(0) => {}
             Some(_) => return Err(HttpError::bad_request("a body on GET/HEAD is not accepted")),
@@ -234,10 +240,17 @@ fn version_error(buf: &[u8]) -> HttpError {
     // "HTTP/x.y" we do not speak earns 505; any other shape is malformed.
     let line_end = buf.iter().position(|b| *b == b'\r' || *b == b'\n').unwrap_or(buf.len());
     let line = &buf[..line_end];
-    let version = line.rsplit(|b| *b == b' ').next().unwrap_or(b"");
-    let well_formed = version.len() >= 6
+    // Only `method SP target SP HTTP/d.d`: a target with a space in it ("GET /a b HTTP/1.1")
+    // also ends in a version-looking word, but it is a malformed line, not a version we lack.
+    let parts: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let version = parts.last().copied().unwrap_or(b"");
+    let well_formed = parts.len() == 3
+        && parts.iter().all(|p| !p.is_empty())
+        && version.len() == 8
         && version.starts_with(b"HTTP/")
-        && version[5..].iter().all(|b| b.is_ascii_digit() || *b == b'.');
+        && version[5].is_ascii_digit()
+        && version[6] == b'.'
+        && version[7].is_ascii_digit();
     if well_formed {
         HttpError::new(505, "HTTP version not supported")
     } else {
@@ -321,6 +334,9 @@ mod tests {
         assert_eq!(status("POST / HTTP/1.1\r\nHost: x\r\n\r\n"), 405);
         assert_eq!(status("GET / HTTP/2.0\r\nHost: x\r\n\r\n"), 505);
         assert_eq!(status("GET / FOO/1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n"), 400, "space in the target is not a version problem");
+        assert_eq!(status("GET / HTTP/1.1.1\r\nHost: x\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/3.0\r\nHost: x\r\n\r\n"), 505);
         assert_eq!(status("GET / HTTP/1.1\r\n\r\n"), 400, "missing Host");
         assert_eq!(status("GET /a/../b HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
         assert_eq!(status("GET /a/%2e%2e/b HTTP/1.1\r\nHost: x\r\n\r\n"), 400);
@@ -331,6 +347,9 @@ mod tests {
         );
         assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
         assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"), 200);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: +0\r\n\r\n"), 400, "signed length");
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x0\r\n\r\n"), 400);
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0 0\r\n\r\n"), 400);
         assert_eq!(status("GET\0 / HTTP/1.1\r\n\r\n"), 400);
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(5000));
         assert_eq!(status(&long), 414);
