@@ -16,13 +16,17 @@
 //! | ffmpeg-cors-page  | --cors http://<page host>  | ffmpeg   | plays                             |
 //! | ffmpeg-preflight  | --cors '*'                 | ffmpeg   | plays with a custom request header (a CORS preflight before every new URL) |
 //! | ffmpeg-no-cors    | (no --cors)                | ffmpeg   | fails with a network error: proves the page really is cross-origin |
+//! | ffmpeg-dash       | --cors '*'                 | ffmpeg DASH (fMP4) | plays with dash.js      |
 //!
-//! "Plays" means: no fatal hls.js error, no media element error, fragments loaded (FRAG_LOADED
-//! events), frames decoded, and `currentTime` advanced by several seconds of wall-clock play.
+//! "Plays" means: no fatal player error, no media element error, at least 3 media segments loaded
+//! (hls.js FRAG_LOADED / dash.js FRAGMENT_LOADING_COMPLETED events), at least 50 frames decoded,
+//! and `currentTime` advanced by at least 4 s in 10 s of wall-clock play.
 //!
 //! Needs `chromium` (or `LISTO_CHROMIUM=/path`) and hls.js (`LISTO_HLSJS=/path/to/hls.min.js`, or
-//! `npm` to fetch it into `<target>/browser-deps/`); without them it prints a skip note. Every
-//! wait is bounded and every child (Chromium's whole process group) is ended by a Drop guard.
+//! `npm` to fetch it into `<target>/browser-deps/`); without them it prints a skip note. dash.js
+//! (`LISTO_DASHJS`, or npm) is optional. Chromium runs with every host name but 127.0.0.1 mapped
+//! to "not found", so nothing leaves loopback. Every wait is bounded and every child (Chromium's
+//! whole process group) is ended by a Drop guard.
 #![cfg(feature = "driver")]
 
 use std::collections::VecDeque;
@@ -41,6 +45,9 @@ use serde_json::Value;
 const LISTO: &str = env!("CARGO_BIN_EXE_listo");
 /// The hls.js release the test runs (npm package `hls.js`, file `dist/hls.min.js`).
 const HLSJS_VERSION: &str = "1.7.4";
+/// The dash.js release for the DASH stream (npm package `dashjs`); optional: without it the DASH
+/// stream is left out with a note.
+const DASHJS_VERSION: &str = "5.2.1";
 /// Wall-clock seconds the page plays before it reports.
 const PLAY_SECS: u64 = 10;
 /// Least `currentTime` advance (media seconds) a playing stream must show after `PLAY_SECS`.
@@ -167,36 +174,37 @@ fn target_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// hls.min.js: `LISTO_HLSJS`, else `<target>/browser-deps/hls.js-VERSION/package/dist/hls.min.js`,
-/// fetched there with `npm pack` the first time (the npm registry's tarball, integrity-checked by npm).
-fn hlsjs() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("LISTO_HLSJS") {
+/// One file of an npm package: `$env_var` if set, else `<target>/browser-deps/PACKAGE-VERSION/package/FILE`,
+/// fetched there with `npm pack` the first time (the registry's tarball, integrity-checked by npm).
+fn npm_file(env_var: &str, package: &str, version: &str, file: &str) -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
-        return if p.is_file() { Ok(p) } else { Err(format!("LISTO_HLSJS={} is not a file", p.display())) };
+        return if p.is_file() { Ok(p) } else { Err(format!("{env_var}={} is not a file", p.display())) };
     }
-    let dir = target_dir().join("browser-deps").join(format!("hls.js-{HLSJS_VERSION}"));
-    let js = dir.join("package/dist/hls.min.js");
-    if js.is_file() {
-        return Ok(js);
+    let dir = target_dir().join("browser-deps").join(format!("{package}-{version}"));
+    let member = format!("package/{file}");
+    let path = dir.join(&member);
+    if path.is_file() {
+        return Ok(path);
     }
     let npm = on_path("npm").ok_or("npm is not installed")?;
     let stage = dir.with_extension(format!("partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&stage);
     fs::create_dir_all(&stage).map_err(|e| format!("mkdir {}: {e}", stage.display()))?;
-    let spec = format!("hls.js@{HLSJS_VERSION}");
+    let spec = format!("{package}@{version}");
     run_bounded(Command::new(npm).args(["pack", &spec, "--silent"]).current_dir(&stage), Duration::from_secs(120))
         .map_err(|e| format!("npm pack {spec}: {e}"))?;
-    let tgz = format!("hls.js-{HLSJS_VERSION}.tgz");
-    run_bounded(Command::new("tar").args(["xzf", &tgz, "package/dist/hls.min.js"]).current_dir(&stage), Duration::from_secs(60))
-        .map_err(|e| format!("tar xzf {tgz}: {e}"))?;
+    let tgz = format!("{package}-{version}.tgz");
+    run_bounded(Command::new("tar").args(["xzf", &tgz, &member]).current_dir(&stage), Duration::from_secs(60))
+        .map_err(|e| format!("tar xzf {tgz} {member}: {e}"))?;
     let _ = fs::remove_file(stage.join(&tgz));
     let _ = fs::remove_dir_all(&dir);
     fs::rename(&stage, &dir).map_err(|e| format!("rename {}: {e}", stage.display()))?;
-    if js.is_file() {
+    if path.is_file() {
         eprintln!("[browser test] fetched {spec} into {}", dir.display());
-        Ok(js)
+        Ok(path)
     } else {
-        Err(format!("{} missing after npm pack", js.display()))
+        Err(format!("{} missing after npm pack", path.display()))
     }
 }
 
@@ -257,9 +265,10 @@ struct Posted {
     result: Option<String>,
 }
 
-/// Serves `/player.html`, `/hls.min.js`, the files of `enc_dir` under `/enc/` (as a plain web
-/// server would: Content-Type by extension, no CORS headers), and takes the page's POSTs to
-/// `/progress` and `/result`. One request per connection.
+/// Serves `/player.html`, `/hls.min.js`, `/dash.all.min.js`, ffmpeg's output (`media_dir`'s
+/// `enc/` and `dash/` folders under `/enc/` and `/dash/`, as a plain web server would: Content-Type
+/// by extension, no CORS headers), and takes the page's POSTs to `/progress` and `/result`. One
+/// request per connection.
 struct StaticServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -270,7 +279,8 @@ struct StaticServer {
 struct Files {
     page: Vec<u8>,
     hlsjs: Vec<u8>,
-    enc_dir: PathBuf,
+    dashjs: Option<Vec<u8>>,
+    media_dir: PathBuf,
 }
 
 impl StaticServer {
@@ -363,17 +373,20 @@ fn serve_one(mut s: TcpStream, files: &Files, posted: &Mutex<Posted>) -> std::io
         }
         ("GET", "/player.html") => respond(&mut s, 200, "text/html; charset=utf-8", &files.page),
         ("GET", "/hls.min.js") => respond(&mut s, 200, "text/javascript", &files.hlsjs),
-        ("GET" | "HEAD", p) if p.starts_with("/enc/") => {
-            let name = &p[5..];
+        ("GET", "/dash.all.min.js") if files.dashjs.is_some() => {
+            respond(&mut s, 200, "text/javascript", files.dashjs.as_deref().unwrap_or_default())
+        }
+        ("GET" | "HEAD", p) if p.starts_with("/enc/") || p.starts_with("/dash/") => {
+            let (folder, name) = p[1..].split_once('/').unwrap_or_default();
             let plain = !name.is_empty() && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-            let ctype = if name.ends_with(".m3u8") {
-                "application/vnd.apple.mpegurl"
-            } else if name.ends_with(".ts") {
-                "video/mp2t"
-            } else {
-                "application/octet-stream"
+            let ctype = match name.rsplit('.').next() {
+                Some("m3u8") => "application/vnd.apple.mpegurl",
+                Some("ts") => "video/mp2t",
+                Some("mpd") => "application/dash+xml",
+                Some("m4s") => "video/iso.segment",
+                _ => "application/octet-stream",
             };
-            match fs::read(files.enc_dir.join(name)) {
+            match fs::read(files.media_dir.join(folder).join(name)) {
                 Ok(bytes) if plain => {
                     let bytes = if method == "HEAD" { Vec::new() } else { bytes };
                     respond(&mut s, 200, ctype, &bytes)
@@ -406,23 +419,41 @@ fn respond(s: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io:
 // The test
 // ---------------------------------------------------------------------------------------------
 
-/// ffmpeg's live HLS: a test pattern and a tone, H.264 baseline + AAC, 1 s segments, in real time.
-fn start_ffmpeg(dir: &Path) -> Proc {
-    let log = fs::File::create(dir.join("ffmpeg.log")).expect("ffmpeg log");
+/// ffmpeg's live output in real time (a test pattern and a tone, H.264 baseline + AAC, 1 s
+/// segments): HLS into `media_dir/enc/`, and with `dash` also DASH (fMP4) into `media_dir/dash/`.
+fn start_ffmpeg(media_dir: &Path, log: &Path, dash: bool) -> Proc {
+    let log = fs::File::create(log).expect("ffmpeg log");
     #[rustfmt::skip]
-    let args = [
-        "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-        "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+    let encode = [
         "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
         "-pix_fmt", "yuv420p", "-g", "25", "-keyint_min", "25", "-sc_threshold", "0",
         "-c:a", "aac", "-b:a", "64k", "-ac", "1",
-        "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments+temp_file",
-        "index.m3u8",
     ];
+    #[rustfmt::skip]
+    let mut args = vec![
+        "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+        "-f", "lavfi", "-i", "testsrc=size=320x180:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+    ];
+    args.extend(encode);
+    #[rustfmt::skip]
+    args.extend([
+        "-f", "hls", "-hls_time", "1", "-hls_list_size", "6", "-hls_flags", "delete_segments+temp_file",
+        "enc/index.m3u8",
+    ]);
+    if dash {
+        args.extend(["-map", "0:v", "-map", "1:a"]);
+        args.extend(encode);
+        #[rustfmt::skip]
+        args.extend([
+            "-f", "dash", "-seg_duration", "1", "-window_size", "6", "-extra_window_size", "4",
+            "-use_template", "1", "-use_timeline", "1",
+            "dash/manifest.mpd",
+        ]);
+    }
     let child = Command::new("ffmpeg")
         .args(args)
-        .current_dir(dir)
+        .current_dir(media_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -431,17 +462,31 @@ fn start_ffmpeg(dir: &Path) -> Proc {
     Proc { name: "ffmpeg", child: Some(child), group: false }
 }
 
-/// One stream the page plays, and whether it must play.
+/// Whether ffmpeg's output has at least 3 segments listed (HLS) or written (DASH).
+fn enough_segments(media_dir: &Path, dash: bool) -> bool {
+    let hls = fs::read_to_string(media_dir.join("enc/index.m3u8")).unwrap_or_default().matches("#EXTINF").count() >= 3;
+    let dash_ok = !dash
+        || (media_dir.join("dash/manifest.mpd").is_file()
+            && fs::read_dir(media_dir.join("dash")).map_or(0, |d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("chunk-stream0-") && n.ends_with(".m4s")))
+                    .count()
+            }) >= 3);
+    hls && dash_ok
+}
+
+/// One stream the page plays, how (`mode`: "" for hls.js, "header" for hls.js with a custom
+/// request header, "dash" for dash.js), and whether it must play.
 struct Stream {
     name: &'static str,
     url: String,
-    custom_header: bool,
+    mode: &'static str,
     must_play: bool,
 }
 
 impl Stream {
-    fn new(name: &'static str, url: String, custom_header: bool, must_play: bool) -> Stream {
-        Stream { name, url, custom_header, must_play }
+    fn new(name: &'static str, url: String, mode: &'static str, must_play: bool) -> Stream {
+        Stream { name, url, mode, must_play }
     }
 }
 
@@ -456,7 +501,7 @@ fn hls_js_in_chromium_plays_live_streams_through_the_node() {
         eprintln!("note: chromium not installed (apt-get install chromium, or LISTO_CHROMIUM=/path); browser test skipped");
         return;
     };
-    let hls_path = match hlsjs() {
+    let hls_path = match npm_file("LISTO_HLSJS", "hls.js", HLSJS_VERSION, "dist/hls.min.js") {
         Ok(p) => p,
         Err(e) => {
             eprintln!("note: hls.js not available ({e}); set LISTO_HLSJS=/path/to/hls.min.js or install npm; browser test skipped");
@@ -467,48 +512,66 @@ fn hls_js_in_chromium_plays_live_streams_through_the_node() {
     if !have_ffmpeg {
         eprintln!("note: ffmpeg not installed: only the listo origin streams are played");
     }
+    let dashjs = if have_ffmpeg {
+        match npm_file("LISTO_DASHJS", "dashjs", DASHJS_VERSION, "dist/modern/umd/dash.all.min.js") {
+            Ok(p) => Some(fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))),
+            Err(e) => {
+                eprintln!("note: dash.js not available ({e}): the DASH stream is left out");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let scratch = Scratch::new();
-    let enc_dir = scratch.0.join("enc");
-    fs::create_dir_all(&enc_dir).expect("mkdir enc");
+    let media_dir = scratch.0.join("media");
+    for d in ["enc", "dash"] {
+        fs::create_dir_all(media_dir.join(d)).expect("mkdir media");
+    }
     let page = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/player.html")).expect("tests/browser/player.html");
     let hlsjs = fs::read(&hls_path).unwrap_or_else(|e| panic!("read {}: {e}", hls_path.display()));
-    let web = StaticServer::start(Files { page, hlsjs, enc_dir: enc_dir.clone() });
+    let dash = dashjs.is_some();
+    let web = StaticServer::start(Files { page, hlsjs, dashjs, media_dir: media_dir.clone() });
     let page_origin = format!("http://{}", web.addr);
 
-    let mut ffmpeg = have_ffmpeg.then(|| start_ffmpeg(&enc_dir));
+    let ffmpeg_log = scratch.0.join("ffmpeg.log");
+    let mut ffmpeg = have_ffmpeg.then(|| start_ffmpeg(&media_dir, &ffmpeg_log, dash));
     let origin = Listo::start("origin", &["origin", "--listen", "127.0.0.1:0"]);
     let ch0 = format!("ch0=/live/ch0/@{}", origin.addr);
     let enc = format!("enc=/enc/@{}", web.addr);
+    let dash_ch = format!("dash=/dash/@{}", web.addr);
     // passthru: no --cors (the origin's own CORS header must pass; ffmpeg's plain server has none).
     let passthru = Listo::start("node passthru", &["node", "--listen", "127.0.0.1:0", "--channel", &ch0, "--channel", &enc]);
-    let star = Listo::start("node cors=*", &["node", "--listen", "127.0.0.1:0", "--cors", "*", "--channel", &ch0, "--channel", &enc]);
+    let star = Listo::start(
+        "node cors=*",
+        &["node", "--listen", "127.0.0.1:0", "--cors", "*", "--channel", &ch0, "--channel", &enc, "--channel", &dash_ch],
+    );
     let exact = Listo::start("node cors=page", &["node", "--listen", "127.0.0.1:0", "--cors", &page_origin, "--channel", &enc]);
 
     let mut streams = vec![
-        Stream::new("origin-passthru", format!("http://{}/live/ch0/master.m3u8", passthru.addr), false, true),
-        Stream::new("origin-cors", format!("http://{}/live/ch0/master.m3u8", star.addr), false, true),
+        Stream::new("origin-passthru", format!("http://{}/live/ch0/master.m3u8", passthru.addr), "", true),
+        Stream::new("origin-cors", format!("http://{}/live/ch0/master.m3u8", star.addr), "", true),
     ];
     if ffmpeg.is_some() {
-        streams.push(Stream::new("ffmpeg-cors", format!("http://{}/enc/index.m3u8", star.addr), false, true));
-        streams.push(Stream::new("ffmpeg-cors-page", format!("http://{}/enc/index.m3u8", exact.addr), false, true));
-        streams.push(Stream::new("ffmpeg-preflight", format!("http://{}/enc/index.m3u8", star.addr), true, true));
-        streams.push(Stream::new("ffmpeg-no-cors", format!("http://{}/enc/index.m3u8", passthru.addr), false, false));
+        streams.push(Stream::new("ffmpeg-cors", format!("http://{}/enc/index.m3u8", star.addr), "", true));
+        streams.push(Stream::new("ffmpeg-cors-page", format!("http://{}/enc/index.m3u8", exact.addr), "", true));
+        streams.push(Stream::new("ffmpeg-preflight", format!("http://{}/enc/index.m3u8", star.addr), "header", true));
+        streams.push(Stream::new("ffmpeg-no-cors", format!("http://{}/enc/index.m3u8", passthru.addr), "", false));
+    }
+    if ffmpeg.is_some() && dash {
+        streams.push(Stream::new("ffmpeg-dash", format!("http://{}/dash/manifest.mpd", star.addr), "dash", true));
     }
 
-    // ffmpeg's playlist needs a few segments before a live player starts (bounded wait).
+    // ffmpeg's output needs a few segments before a live player starts (bounded wait).
     if let Some(ff) = ffmpeg.as_mut() {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let ff_log = || fs::read_to_string(enc_dir.join("ffmpeg.log")).unwrap_or_default();
-        loop {
-            let text = fs::read_to_string(enc_dir.join("index.m3u8")).unwrap_or_default();
-            if text.matches("#EXTINF").count() >= 3 {
-                break;
-            }
+        let ff_log = || fs::read_to_string(&ffmpeg_log).unwrap_or_default();
+        while !enough_segments(&media_dir, dash) {
             if let Some(status) = ff.exited() {
                 panic!("ffmpeg exited ({status}): {}", ff_log());
             }
-            assert!(Instant::now() < deadline, "ffmpeg wrote no 3-segment playlist within 20 s: {}", ff_log());
+            assert!(Instant::now() < deadline, "ffmpeg wrote no 3 segments within 20 s: {}", ff_log());
             thread::sleep(Duration::from_millis(100));
         }
     }
@@ -519,7 +582,7 @@ fn hls_js_in_chromium_plays_live_streams_through_the_node() {
 fn run_page(chrome: &Path, scratch: &Path, web: &StaticServer, streams: &[Stream], listos: &[&Listo], t0: Instant) {
     let mut query = format!("secs={PLAY_SECS}");
     for s in streams {
-        let spec = format!("{}|{}{}", s.name, s.url, if s.custom_header { "|header" } else { "" });
+        let spec = format!("{}|{}|{}", s.name, s.url, s.mode);
         query.push_str("&s=");
         query.push_str(&percent_encode(&spec));
     }
@@ -534,11 +597,22 @@ fn run_page(chrome: &Path, scratch: &Path, web: &StaticServer, streams: &[Stream
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-default-apps",
+            "--disable-domain-reliability",
+            "--disable-client-side-phishing-detection",
+            "--disable-features=OptimizationHints,OptimizationGuideModelDownloading,Translate,MediaRouter,DialMediaRouteProvider,AutofillServerCommunication,SpellcheckService",
+            "--metrics-recording-only",
+            "--no-pings",
             "--disable-extensions",
             "--no-first-run",
             "--no-default-browser-check",
             "--mute-audio",
             "--autoplay-policy=no-user-gesture-required",
+            // Loopback only: no host name resolves, so Chromium's own background requests (sign-in,
+            // component updates, dictionaries) fail before any DNS query or connection is made.
+            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
         ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(&url)
@@ -575,8 +649,9 @@ fn run_page(chrome: &Path, scratch: &Path, web: &StaticServer, streams: &[Stream
 
     let r: Value = serde_json::from_str(&result).unwrap_or_else(|e| panic!("result is not JSON ({e}): {result}"));
     eprintln!(
-        "[browser test] hls.js {} in {} (MSE avc1 {}, mp4a {}), {:.1} s after start",
+        "[browser test] hls.js {}, dash.js {} in {} (MSE avc1 {}, mp4a {}), {:.1} s after start",
         r["hls_version"],
+        r["dashjs_version"],
         r["user_agent"],
         r["mse_avc1"],
         r["mse_mp4a"],
