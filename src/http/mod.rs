@@ -34,17 +34,17 @@ impl HttpError {
 /// returns the index just past it.
 pub fn find_header_end(buf: &[u8], limit: usize) -> Option<usize> {
     let window = &buf[..buf.len().min(limit)];
-    let mut i = 0;
-    while i < window.len() {
-        if window[i] == b'\n' {
-            if i >= 1 && window[i - 1] == b'\n' {
-                return Some(i + 1);
-            }
-            if i >= 2 && window[i - 1] == b'\r' && window[i - 2] == b'\n' {
-                return Some(i + 1);
-            }
+    // Jump from line feed to line feed (memchr is vectorised) instead of testing every byte.
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b'\n', &window[from..]) {
+        let i = from + off;
+        if i >= 1 && window[i - 1] == b'\n' {
+            return Some(i + 1);
         }
-        i += 1;
+        if i >= 2 && window[i - 1] == b'\r' && window[i - 2] == b'\n' {
+            return Some(i + 1);
+        }
+        from = i + 1;
     }
     None
 }

@@ -1,6 +1,8 @@
 //! Viewer request heads: parsing with `httparse`, the limits of a public server, and the
 //! status code each malformed shape earns.
 
+use std::mem::MaybeUninit;
+
 use super::{find_header_end, HttpError};
 
 /// The request methods a node answers; anything else is refused with 405.
@@ -68,6 +70,9 @@ impl Request {
     }
 }
 
+/// Header slots kept on the stack; a larger `max_headers` allocates.
+const STACK_HEADERS: usize = 128;
+
 /// Parses one request head from the start of `buf`.
 ///
 /// Returns `Ok(None)` when more bytes are needed, `Ok(Some((request, consumed)))` for a complete
@@ -91,9 +96,18 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
             return check_partial(buf, limits).map(|_| None);
         }
     };
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
-    let status = req.parse(&buf[..end]).map_err(|e| match e {
+    // Header slots on the stack (no allocation, no initialisation) unless the limit is large.
+    let mut stack = [const { MaybeUninit::<httparse::Header>::uninit() }; STACK_HEADERS];
+    let mut heap: Vec<MaybeUninit<httparse::Header>>;
+    let slots: &mut [MaybeUninit<httparse::Header>] = match stack.get_mut(..limits.max_headers) {
+        Some(s) => s,
+        None => {
+            heap = (0..limits.max_headers).map(|_| MaybeUninit::uninit()).collect();
+            &mut heap
+        }
+    };
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(&buf[..end], slots).map_err(|e| match e {
         httparse::Error::TooManyHeaders => HttpError::new(431, "too many header fields"),
         httparse::Error::Version => version_error(buf),
         _ => HttpError::bad_request("malformed request head"),
@@ -164,7 +178,11 @@ pub fn parse_request(buf: &[u8], limits: &RequestLimits) -> Result<Option<(Reque
         } else if name.eq_ignore_ascii_case("origin") {
             out.origin = Some(header_string(h.value)?);
         } else if name.eq_ignore_ascii_case("user-agent") {
-            out.user_agent = Some(String::from_utf8_lossy(trim(h.value)).into_owned());
+            let v = trim(h.value);
+            out.user_agent = Some(match std::str::from_utf8(v) {
+                Ok(ua) => ua.to_owned(),
+                Err(_) => String::from_utf8_lossy(v).into_owned(),
+            });
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             out.cors_request_headers = Some(header_string(h.value)?);
         }

@@ -5,7 +5,6 @@
 //! peak viewers, and viewer-seconds.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -15,7 +14,8 @@ use crate::config::SECOND;
 /// Audience of one channel.
 #[derive(Debug, Default)]
 pub(super) struct ChannelAudience {
-    last_seen: HashMap<u64, u64>,
+    /// Session key (already a hash) → last request time.
+    last_seen: crate::idmap::IdMap<u64>,
     /// Sessions active within the window at the last tick.
     pub(super) current: u64,
     /// Most sessions seen at once.
