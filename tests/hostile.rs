@@ -1334,3 +1334,54 @@ fn endless_pipelining_without_reading_does_not_grow_the_node_without_bound() {
     env.assert_no_proxying();
     assert!(worst < 16 * 1024, "one pipelining connection that never reads grew the node by {worst} KiB: {lines:#?}");
 }
+
+/// Sets the node process's RLIMIT_NOFILE (soft and hard) to `n`.
+fn set_node_nofile(pid: u32, n: u64) {
+    let r = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+    // SAFETY: prlimit(2) on our own child with a valid pointer to a local struct.
+    let rc = unsafe { libc::prlimit(pid as libc::pid_t, libc::RLIMIT_NOFILE, &r, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn connections_beyond_the_fd_limit_wait_in_the_backlog_and_are_served_once_fds_free_up() {
+    let _g = heavy();
+    let env = Env::start();
+    env.honest_get(&media_path(0, 0));
+    env.honest_get(&env.live_segment(0));
+    // A small fd table, then more half-head connections than it holds: the node accepts what
+    // it can, the rest wait in the listen backlog (the kernel completed their handshakes).
+    let limit = 200;
+    set_node_nofile(env.node.pid, limit);
+    let n = 260;
+    let half = format!("GET {} HTTP/1.1\r\nHost: n\r\nUser-Ag", media_path(0, 0));
+    let t0 = Instant::now();
+    let mut hostile = Vec::new();
+    for _ in 0..n {
+        let mut s = connect(env.node.viewers);
+        s.write_all(half.as_bytes()).expect("half head");
+        hostile.push(s);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let fds_full = env.node.fds();
+    // An honest viewer arrives while the table is full.
+    let mut honest = connect(env.node.viewers);
+    honest.write_all(format!("GET {} HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n", media_path(0, 0)).as_bytes()).expect("send");
+    let t_honest = Instant::now();
+    // The accepted half heads get their 408 at the head timeout and free their fds; the honest
+    // viewer (and the hostile ones queued behind the limit) must then be accepted and answered,
+    // with no new connection arriving to wake the listener.
+    let o = read_to_close(&mut honest, t_honest + HEAD_TIMEOUT + Duration::from_secs(15));
+    let waited = t_honest.elapsed();
+    let fds_after = env.node.fds();
+    eprintln!(
+        "fd limit {limit}: node fds {fds_full} with {n} connections opened; honest viewer answered {:?} after {waited:?} \
+         (first hostile byte {:?} before it); node fds then {fds_after}",
+        o.statuses(),
+        t_honest.duration_since(t0)
+    );
+    assert_eq!(o.statuses(), vec![200], "the honest viewer queued behind the fd limit was never served: {}", show(&o.raw));
+    assert!(waited < HEAD_TIMEOUT + Duration::from_secs(8), "served only {waited:?} after it connected");
+    drop(hostile);
+    env.assert_no_proxying();
+}

@@ -112,7 +112,15 @@ impl Driver {
             let (mut stream, peer) = match l.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => return,
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
+                Err(_) => {
+                    // Out of file descriptors (EMFILE/ENFILE) or memory: the waiting connections
+                    // stay in the listen backlog, and with edge-triggered readiness nothing would
+                    // wake this listener for them again until yet another connection arrives, so
+                    // retry shortly (not at once: that would spin while the table stays full).
+                    self.retry_accept(token);
+                    return;
+                }
             };
             let _ = stream.set_nodelay(true);
             let t = self.token();

@@ -104,8 +104,14 @@ pub struct Driver {
     /// Sockets whose read or write loop stopped at its cap before `WouldBlock`: with
     /// edge-triggered readiness no new event would come, so they are served again next turn.
     again: Vec<(Token, bool, bool)>,
+    /// Listeners whose `accept` failed for lack of fds or memory, and when to try them again.
+    accept_stalled: Vec<Token>,
+    accept_retry: Option<Instant>,
     draining: bool,
 }
+
+/// How long a listener that ran out of file descriptors waits before accepting again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// Connection-level counters the driver keeps (the node counts requests and bytes).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -144,6 +150,8 @@ impl Driver {
             counters: DriverCounters::default(),
             log: events::EventLog::new(cfg.events.clone()),
             again: Vec::new(),
+            accept_stalled: Vec::new(),
+            accept_retry: None,
             draining: false,
         };
         for addr in &cfg.listen {
@@ -175,6 +183,14 @@ impl Driver {
         self.local.push((kind, l.local_addr()?));
         self.entries.insert(token, Entry::Listener(kind, l));
         Ok(())
+    }
+
+    /// Accepts on `token` again after [`ACCEPT_RETRY`] (it failed for lack of resources).
+    pub(super) fn retry_accept(&mut self, token: Token) {
+        if !self.accept_stalled.contains(&token) {
+            self.accept_stalled.push(token);
+        }
+        self.accept_retry.get_or_insert(Instant::now() + ACCEPT_RETRY);
     }
 
     fn token(&mut self) -> Token {
@@ -218,6 +234,9 @@ impl Driver {
             if let Some(t) = self.node.poll_timeout() {
                 timeout = timeout.min(Duration::from_nanos(t.saturating_sub(now)));
             }
+            if let Some(at) = self.accept_retry {
+                timeout = timeout.min(at.saturating_duration_since(Instant::now()));
+            }
             if !self.again.is_empty() {
                 timeout = Duration::ZERO;
             }
@@ -228,6 +247,12 @@ impl Driver {
             }
             for (token, r, w) in std::mem::take(&mut self.again) {
                 self.event(token, r, w);
+            }
+            if self.accept_retry.is_some_and(|at| Instant::now() >= at) {
+                self.accept_retry = None;
+                for token in std::mem::take(&mut self.accept_stalled) {
+                    self.event(token, true, false);
+                }
             }
             for ev in events.iter() {
                 if ev.token() == WAKER {
