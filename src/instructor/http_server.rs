@@ -133,7 +133,8 @@ fn accept_loop<S: Service>(listener: TcpListener, cfg: ServerConfig, svc: Arc<S>
 
 /// How a request's body is framed (only looked at for services that read bodies).
 enum Framing {
-    Length(usize),
+    /// A body of this many bytes; `true`: the client waits for `100 Continue` first.
+    Length(usize, bool),
     Refuse(u16, &'static str),
 }
 
@@ -142,10 +143,14 @@ fn framing(head: &[u8], max_body: usize) -> Framing {
     let mut req = httparse::Request::new(&mut headers);
     if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
         // The service answers the malformed head itself (no body is read).
-        return Framing::Length(0);
+        return Framing::Length(0, false);
     }
     let mut length: Option<usize> = None;
+    let mut expect = false;
     for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("expect") && h.value.eq_ignore_ascii_case(b"100-continue") {
+            expect = req.version == Some(1);
+        }
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Framing::Refuse(411, "send the body with Content-Length (no transfer coding)");
         }
@@ -160,8 +165,8 @@ fn framing(head: &[u8], max_body: usize) -> Framing {
     }
     match length {
         Some(n) if n > max_body => Framing::Refuse(413, "request body too large"),
-        Some(n) => Framing::Length(n),
-        None => Framing::Length(0),
+        Some(n) => Framing::Length(n, expect),
+        None => Framing::Length(0, false),
     }
 }
 
@@ -193,7 +198,10 @@ fn serve<S: Service>(mut stream: TcpStream, peer: SocketAddr, svc: &S, timeout: 
             Some(end) if max_body == 0 => (svc.handle(&buf[..end], &[], peer), true, end),
             Some(end) => match framing(&buf[..end], max_body) {
                 Framing::Refuse(status, why) => (svc.refuse(status, why), true, buf.len()),
-                Framing::Length(n) => {
+                Framing::Length(n, expect) => {
+                    if expect && buf.len() < end + n && stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                        return;
+                    }
                     // Read the whole body (bounded by max_body and the read timeout).
                     while buf.len() < end + n {
                         match stream.read(&mut chunk) {
