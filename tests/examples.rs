@@ -358,6 +358,23 @@ fn control_client_instructs_a_node_plays_through_it_and_reads_stats() {
     origin.shutdown();
 }
 
+/// `soak` (issue 8's soak), short: viewers churn and a channel comes and goes over the control
+/// port; once everyone left the node holds no viewer connection and no more objects than the live
+/// windows need, and the process RSS did not grow past the bound. (Run it for minutes by hand:
+/// `cargo run --release --example soak -- --seconds 300`.)
+#[test]
+fn soak_example_churns_viewers_and_channels_and_leaves_nothing_behind() {
+    let (status, out, err) = Running::spawn(&example("soak"), &["--seconds", "12", "--viewers", "12", "--max-growth-mib", "64"]).finish(LIMIT);
+    assert!(status.success(), "soak exit {status}; stdout {out:?}; stderr {err:?}");
+    let json = out.iter().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("{out:?}"));
+    let v: serde_json::Value = serde_json::from_str(json).expect("soak JSON");
+    assert!(v["sessions"].as_u64().unwrap_or(0) >= 12, "viewers joined and left: {json}");
+    assert!(v["segments"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(v["channel_cycles"].as_u64().unwrap_or(0) >= 1, "ch1 was instructed and withdrawn: {json}");
+    assert_eq!(v["viewer_connections_after"], 0, "{json}");
+    assert_eq!(v["ok"], true, "{json}");
+}
+
 /// `system` (issue 6's whole-system example) brings its own origin, nodes and mediator; its
 /// summary says what the origin served: one request per distinct segment through the hierarchy.
 #[test]

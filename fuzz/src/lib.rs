@@ -541,14 +541,33 @@ impl Resp {
 /// HEAD answers carry a Content-Length but no body; they are recognized by what follows (the
 /// next status line, or nothing). Bodies the harness serves never start with `HTTP/1.`.
 pub fn parse_responses(rx: &[u8], eof: bool) -> Result<Vec<Resp>, String> {
-    let mut budget = 64;
-    parse_at(rx, 0, eof, &mut budget)
+    let mut ctx = ParseCtx { budget: 4096, memo: std::collections::HashMap::new() };
+    parse_at(rx, 0, eof, &mut ctx)
+}
+
+/// The search state of `parse_at`: a bound on the positions where both readings are tried, and
+/// the result already found from each such position (a run of HEAD answers would otherwise be
+/// explored exponentially and run out of budget, reading a HEAD answer as a body: a false
+/// "garbage" report).
+struct ParseCtx {
+    budget: u32,
+    memo: std::collections::HashMap<usize, Result<Vec<Resp>, String>>,
+}
+
+/// `parse_at`, remembered per position.
+fn parse_from(rx: &[u8], pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<Vec<Resp>, String> {
+    if let Some(r) = ctx.memo.get(&pos) {
+        return r.clone();
+    }
+    let r = parse_at(rx, pos, eof, ctx);
+    ctx.memo.insert(pos, r.clone());
+    r
 }
 
 /// Parses responses from `pos`. Where a Content-Length head is followed by `HTTP/1.` it may
 /// be a HEAD answer or a body that starts with those bytes: both readings are tried (a bounded
 /// number of times).
-fn parse_at(rx: &[u8], mut pos: usize, eof: bool, budget: &mut u32) -> Result<Vec<Resp>, String> {
+fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<Vec<Resp>, String> {
     let mut out = Vec::new();
     while pos < rx.len() {
         let buf = &rx[pos..];
@@ -669,15 +688,15 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, budget: &mut u32) -> Result<Ve
                 out.push(resp);
                 pos += end;
             }
-            Some(n) if n > 0 && next_is_response && *budget > 0 => {
-                *budget -= 1;
+            Some(n) if n > 0 && next_is_response && ctx.budget > 0 => {
+                ctx.budget -= 1;
                 let mut head = resp.clone();
                 head.framing = Framing::Length(n);
                 head.head_only = true;
                 head.complete = true;
                 // Prefer, in order: a HEAD reading after which everything parses into complete
                 // responses; a body reading that parses; a HEAD reading that parses at all.
-                let head_alt = parse_at(rx, pos + end, eof, budget);
+                let head_alt = parse_from(rx, pos + end, eof, ctx);
                 let clean = head_alt.as_ref().is_ok_and(|v| v.last().is_none_or(|x| x.complete));
                 if !clean {
                     let n = n as usize;
@@ -688,7 +707,7 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, budget: &mut u32) -> Result<Ve
                         out.push(body);
                         return Ok(out);
                     }
-                    if let Ok(more) = parse_at(rx, pos + end + n, eof, budget) {
+                    if let Ok(more) = parse_from(rx, pos + end + n, eof, ctx) {
                         body.body.extend_from_slice(&rest[..n]);
                         body.complete = true;
                         out.push(body);
