@@ -44,6 +44,9 @@ pub struct Config {
     pub event_queue: usize,
     /// Output bytes a viewer may have queued (references, not copies) before it is
     /// disconnected as too slow: a viewer further behind than the live window only wastes memory.
+    /// Checked as a filling object streams in; responses from complete objects are bounded
+    /// instead by answering a pipelined request only once the previous output (nearly) went out,
+    /// so a viewer that never reads holds one response and then waits for its idle timeout.
     pub max_viewer_backlog: u64,
     /// Follow playlists with viewers and fetch new segments before anyone asks.
     pub prefetch: bool,

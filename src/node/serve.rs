@@ -26,12 +26,22 @@ pub(crate) fn normalize_key(path: &str, query: Option<&str>) -> String {
 const CRLF: Bytes = Bytes::from_static(b"\r\n");
 const LAST_CHUNK: Bytes = Bytes::from_static(b"0\r\n\r\n");
 
+/// Unwritten output above which a viewer's next pipelined request waits (see `progress_viewer`).
+const PIPELINE_OUTPUT_WINDOW: u64 = 256 * 1024;
+
 impl Node {
     /// Starts answering queued requests until one has to wait; then schedules the viewer.
     pub(super) fn progress_viewer(&mut self, now: u64, id: u64) {
         for _ in 0..=self.cfg.max_pipeline * 2 {
             let Some(v) = self.viewers.get_mut(&id) else { return };
             if v.front.is_some() || v.abort || v.close_after_flush {
+                break;
+            }
+            // Answer the next pipelined request only once what is queued has (nearly) gone out:
+            // a client that pipelines cached objects and never reads would otherwise make the
+            // node queue a response per request without bound. Its requests wait parsed (up to
+            // `max_pipeline`), then unparsed, then it gets 400 (`ViewerConn::recv`).
+            if v.out_len > PIPELINE_OUTPUT_WINDOW && !v.pending.is_empty() {
                 break;
             }
             if let Some(req) = v.pending.pop_front() {
