@@ -83,6 +83,9 @@ pub struct ViewerConn {
     pub scheduled: u64,
     /// Already in the node's ready queue.
     pub in_ready: bool,
+    /// A complete request head arrived on this connection (a connection that never sends one
+    /// is closed at the head timeout, not kept for the idle timeout).
+    pub seen_request: bool,
 }
 
 impl ViewerConn {
@@ -105,6 +108,7 @@ impl ViewerConn {
             peer: None,
             scheduled: u64::MAX,
             in_ready: false,
+            seen_request: false,
         }
     }
 
@@ -146,6 +150,7 @@ impl ViewerConn {
             }
             match parse_request(&self.inbuf, limits) {
                 Ok(Some((req, used))) => {
+                    self.seen_request = true;
                     self.inbuf.advance(used);
                     self.scanned = 0;
                     self.head_started = if self.inbuf.is_empty() { None } else { Some(now) };

@@ -236,6 +236,21 @@ fn idle_connection_is_closed_quietly_after_idle_timeout() {
 }
 
 #[test]
+fn connection_that_never_sends_a_request_is_closed_quietly_at_the_head_timeout() {
+    let mut h = Harness::default_node();
+    let head = h.node.config().head_timeout;
+    assert!(head < h.node.config().idle_timeout);
+    let silent = h.open();
+    h.advance(head - 1);
+    assert!(!h.is_closed(silent));
+    h.advance(1);
+    assert!(h.is_closed(silent), "a silent connection does not hold a descriptor for the idle timeout");
+    assert!(h.rx(silent).is_empty(), "closed without a response");
+    assert_eq!(h.errors(408), 0);
+    h.assert_still_serving();
+}
+
+#[test]
 fn content_length_with_transfer_encoding_gets_400() {
     rejected_with(
         req_with("GET", "/live/ch1/seg_1.ts", "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n").as_bytes(),

@@ -80,6 +80,26 @@ pub fn signalled() -> bool {
     SIGNALLED.load(Ordering::SeqCst)
 }
 
+/// Raises this process's soft limit on open files to its hard limit (a common default soft
+/// limit of 1024 would cap a node at about a thousand viewers). Returns the limit now in force.
+/// For programs (`listo node`), not called by the library itself.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+        // SAFETY: `want` is a valid rlimit within the hard limit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = want;
+    }
+    Ok(lim.rlim_cur as u64)
+}
+
 const WAKER: Token = Token(0);
 
 /// Pending connections the kernel may queue per listener before the driver accepts them.

@@ -68,7 +68,10 @@ impl Node {
             return v.last_activity + self.cfg.idle_timeout;
         }
         if v.is_idle() {
-            return v.last_activity + self.cfg.idle_timeout;
+            // A connection that never sent a request holds a descriptor for nothing: it gets
+            // no longer than a slow head would.
+            let wait = if v.seen_request { self.cfg.idle_timeout } else { self.cfg.head_timeout.min(self.cfg.idle_timeout) };
+            return v.last_activity + wait;
         }
         u64::MAX
     }
