@@ -15,8 +15,13 @@ const USAGE: &str = "usage:
       A LISTO node. Viewers connect to --listen; channels come from --channel
       and from the control port. Events go to stderr as RFC 5424 lines, or to --syslog (UDP).
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
-               [--verbose 1]
-      A synthetic live HLS origin (a CDN stand-in).
+               [--verbose 1] [--ll [--part-ms MS]] [--stall-after-ms MS]
+      A synthetic live HLS origin (a CDN stand-in). --ll adds low-latency HLS (EXT-X-PART parts
+      of --part-ms, default 333, at .../seg_K.part_I.ts; CAN-BLOCK-RELOAD: _HLS_msn/_HLS_part
+      reloads held until the part exists, 503 after 3 target durations; the preload-hinted part
+      streamed chunked as it is produced) and live DASH (/live/chN/manifest.mpd, type dynamic,
+      $Number$ video and SegmentTimeline $Time$ audio, real fMP4, 404 until available).
+      --stall-after-ms freezes the stream that long after start (a stalled encoder).
   listo instructor --listen ADDR --topology FILE [--trusted-proxy IP[/LEN]]... [--ttl S]
                    [--ack-wait-ms MS] [--verbose 1]
                    [--alto ADDR [--client-token TOKEN]... [--client-token-file FILE] [--alto-url URL]]
@@ -351,7 +356,21 @@ mod cli_driver {
     pub fn origin(args: &[String]) -> Result<(), String> {
         let mut listen = None;
         let mut cfg = listo::origin::OriginConfig::default();
-        for (flag, v) in flag_pairs(args)? {
+        // `--ll` takes no value (`--ll 1` works too).
+        let mut rest = Vec::with_capacity(args.len());
+        let mut it = args.iter().peekable();
+        while let Some(a) = it.next() {
+            if a == "--ll" {
+                cfg.ll = true;
+                if it.peek().is_some_and(|v| *v == "1" || *v == "true") {
+                    it.next();
+                }
+            } else {
+                rest.push(a.clone());
+            }
+        }
+        let mut part_ms = None;
+        for (flag, v) in flag_pairs(&rest)? {
             match flag {
                 "--listen" => listen = Some(addr(flag, v)?),
                 "--channels" => cfg.channels = number(flag, v)?,
@@ -359,12 +378,23 @@ mod cli_driver {
                 "--latency-ms" => cfg.latency_ms = number(flag, v)?,
                 "--rate-mbps" => cfg.rate_mbps = Some(number(flag, v)?),
                 "--verbose" => cfg.verbose = v == "1" || v == "true",
+                "--part-ms" => part_ms = Some(number::<u64>(flag, v)?),
+                "--stall-after-ms" => cfg.stall_after_ms = Some(number(flag, v)?),
                 _ => return Err(format!("unknown flag {flag} (see listo --help)")),
             }
         }
         let listen = listen.ok_or("--listen ADDR is required")?;
         if cfg.channels == 0 {
             return Err("--channels must be at least 1".into());
+        }
+        if let Some(p) = part_ms {
+            if !cfg.ll {
+                return Err("--part-ms needs --ll".into());
+            }
+            if p == 0 || p > cfg.segment_ms() {
+                return Err(format!("--part-ms must be between 1 and the segment duration ({} ms)", cfg.segment_ms()));
+            }
+            cfg.part_ms = p;
         }
         let server = listo::origin::OriginServer::start(listen, cfg.clone()).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         install_signal_handlers();
@@ -377,6 +407,15 @@ mod cli_driver {
             server.local_addr(),
             listo::origin::master_path(0)
         );
+        if cfg.ll {
+            eprintln!(
+                "listo origin: low latency: {} parts of ~{} ms per segment, blocking reloads; DASH at http://{}{}",
+                cfg.parts_per_segment(),
+                cfg.part_target_ms(),
+                server.local_addr(),
+                listo::origin::dash::mpd_path(0)
+            );
+        }
         while !listo::driver::signalled() {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }

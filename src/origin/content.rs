@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 
+use super::dash::DashTrack;
 use super::OriginConfig;
 
 /// Size of one MPEG-TS packet.
@@ -49,14 +50,46 @@ pub enum OriginPath {
     },
     /// `/origin/stats`.
     Stats,
+    /// `/live/ch{c}/v{r}/seg_{k}.part_{i}.ts` (LL only).
+    Part {
+        /// Channel.
+        channel: usize,
+        /// Rendition index.
+        rendition: usize,
+        /// Segment number.
+        seq: u64,
+        /// Part index within the segment.
+        part: u64,
+    },
+    /// `/live/ch{c}/manifest.mpd` (LL only).
+    Mpd {
+        /// Channel.
+        channel: usize,
+    },
+    /// `/live/ch{c}/dash/{video,audio}/init.mp4` (LL only).
+    DashInit {
+        /// Channel.
+        channel: usize,
+        /// Track.
+        track: DashTrack,
+    },
+    /// `/live/ch{c}/dash/video/seg_{n}.m4s` or `/live/ch{c}/dash/audio/seg_{n·d}.m4s` (LL only).
+    DashSegment {
+        /// Channel.
+        channel: usize,
+        /// Track.
+        track: DashTrack,
+        /// Segment number (the `$Number$`; for audio, `$Time$` / d).
+        seq: u64,
+    },
 }
 
 /// Kind of a request path, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathKind {
-    /// A `.ts` segment path.
+    /// A media path: `.ts` (segments and LL-HLS parts), `.m4s`, `.mp4`.
     Segment,
-    /// A `.m3u8` playlist path.
+    /// A playlist path: `.m3u8`, `.mpd`.
     Playlist,
     /// Anything else.
     Other,
@@ -65,9 +98,9 @@ pub enum PathKind {
 /// Counting kind of `path` (by suffix, whether or not the origin knows it).
 pub fn path_kind(path: &str) -> PathKind {
     let p = path.split(['?', '#']).next().unwrap_or(path);
-    if p.ends_with(".ts") {
+    if p.ends_with(".ts") || p.ends_with(".m4s") || p.ends_with(".mp4") {
         PathKind::Segment
-    } else if p.ends_with(".m3u8") {
+    } else if p.ends_with(".m3u8") || p.ends_with(".mpd") {
         PathKind::Playlist
     } else {
         PathKind::Other
@@ -111,7 +144,23 @@ impl OriginConfig {
         match rest {
             "master.m3u8" => return Some(OriginPath::Master { channel }),
             "index.m3u8" => return Some(OriginPath::Media { channel, rendition: 0, alias: true }),
+            "manifest.mpd" if self.ll => return Some(OriginPath::Mpd { channel }),
             _ => {}
+        }
+        if self.ll {
+            if let Some(dash) = rest.strip_prefix("dash/") {
+                let (t, file) = dash.split_once('/')?;
+                let track = match t {
+                    "video" => DashTrack::Video,
+                    "audio" => DashTrack::Audio,
+                    _ => return None,
+                };
+                if file == "init.mp4" {
+                    return Some(OriginPath::DashInit { channel, track });
+                }
+                let x = parse_num(file.strip_prefix("seg_")?.strip_suffix(".m4s")?)?;
+                return Some(OriginPath::DashSegment { channel, track, seq: self.dash_segment_number(track, x)? });
+            }
         }
         let rest = rest.strip_prefix('v')?;
         let (r, file) = rest.split_once('/')?;
@@ -120,7 +169,21 @@ impl OriginConfig {
             return Some(OriginPath::Media { channel, rendition, alias: false });
         }
         let k = file.strip_prefix("seg_")?.strip_suffix(".ts")?;
+        if self.ll {
+            if let Some((k, i)) = k.split_once(".part_") {
+                return Some(OriginPath::Part { channel, rendition, seq: parse_num(k)?, part: parse_num(i)? });
+            }
+        }
         Some(OriginPath::Segment { channel, rendition, seq: parse_num(k)? })
+    }
+
+    /// The stream clock at origin age `elapsed_ms`: the age itself, frozen at
+    /// [`stall_after_ms`](Self::stall_after_ms) when set.
+    pub fn stream_clock(&self, elapsed_ms: u64) -> u64 {
+        match self.stall_after_ms {
+            Some(s) => elapsed_ms.min(s),
+            None => elapsed_ms,
+        }
     }
 
     /// Segment duration in milliseconds (at least 1 s).
@@ -199,10 +262,16 @@ impl OriginConfig {
         b.freeze()
     }
 
-    /// The body a segment path must have (for checking what a node delivered), if it is one.
+    /// The body a segment path must have (for checking what a node delivered), if it is one
+    /// (with [`ll`](Self::ll) also LL-HLS parts and DASH init and media segments).
     pub fn expected_segment(&self, path: &str) -> Option<Bytes> {
         match self.parse_path(path)? {
             OriginPath::Segment { channel, rendition, seq } => Some(self.segment_bytes(channel, rendition, seq)),
+            OriginPath::Part { channel, rendition, seq, part } => {
+                Some(self.part_bytes(channel, rendition, seq, part)).filter(|b| !b.is_empty())
+            }
+            OriginPath::DashInit { track, .. } => Some(self.dash_init(track)),
+            OriginPath::DashSegment { channel, track, seq } => Some(self.dash_segment_bytes(channel, track, seq)),
             _ => None,
         }
     }
@@ -225,9 +294,12 @@ impl OriginConfig {
 
     /// The media playlist of channel `c`, rendition `r` at `elapsed_ms`: the last `window`
     /// published segments, no `EXT-X-ENDLIST`. With `alias`, URIs are relative to the channel
-    /// directory (`v{r}/seg_{k}.ts`).
+    /// directory (`v{r}/seg_{k}.ts`). With [`ll`](Self::ll), the LL-HLS playlist
+    /// ([`ll_media_playlist`](Self::ll_media_playlist)).
     pub fn media_playlist(&self, c: usize, r: usize, alias: bool, elapsed_ms: u64) -> String {
-        let _ = c;
+        if self.ll {
+            return self.ll_media_playlist(c, r, alias, elapsed_ms);
+        }
         let first = self.first_listed(elapsed_ms);
         let edge = self.live_edge(elapsed_ms);
         let secs = self.segment_secs.max(1);

@@ -13,6 +13,17 @@
 //! Segment k is published (listed, and fetchable) at start + (k + 1 − window) · segment_secs, so
 //! playlists are full at once; a segment not yet published, long gone, or any unknown path → 404.
 //!
+//! With [`OriginConfig::ll`] (`listo origin --ll`) the origin also serves low-latency HLS and
+//! live DASH (see [`ll`] and [`dash`]):
+//!
+//! * media playlists carry `EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES`, `EXT-X-PART-INF`,
+//!   `EXT-X-PART` lines and an `EXT-X-PRELOAD-HINT` for the part being produced;
+//!   `/live/ch{c}/v{r}/seg_{k}.part_{i}.ts` is part i of segment k (the parts of a segment
+//!   concatenate to its bytes); `_HLS_msn`/`_HLS_part` reloads are held until that part exists;
+//! * `/live/ch{c}/manifest.mpd` — a dynamic MPD; `/live/ch{c}/dash/{video,audio}/init.mp4` and
+//!   `/live/ch{c}/dash/video/seg_{n}.m4s` (`$Number$`), `/live/ch{c}/dash/audio/seg_{t}.m4s`
+//!   (`$Time$` with a `SegmentTimeline`): real fMP4 from an ffmpeg capture.
+//!
 //! Blocking I/O, one thread per connection: a test and demo tool, not the node.
 //!
 //! ```no_run
@@ -23,6 +34,8 @@
 //! ```
 
 mod content;
+pub mod dash;
+pub mod ll;
 mod server;
 
 use std::collections::BTreeMap;
@@ -48,6 +61,15 @@ pub struct OriginConfig {
     pub rate_mbps: Option<u64>,
     /// Log one line per request to stderr.
     pub verbose: bool,
+    /// Low latency: LL-HLS parts, blocking playlist reloads and preload hints, and the DASH
+    /// paths (`listo origin --ll`). Off: the plain HLS origin, byte for byte as before.
+    pub ll: bool,
+    /// LL-HLS part duration in milliseconds (the segment is cut into the nearest whole number
+    /// of parts; 0 is taken as 1).
+    pub part_ms: u64,
+    /// The stream stops advancing this many milliseconds after start (models a stalled
+    /// encoder: nothing new is published, blocking reloads end in 503). `None`: never.
+    pub stall_after_ms: Option<u64>,
 }
 
 impl Default for OriginConfig {
@@ -60,6 +82,9 @@ impl Default for OriginConfig {
             latency_ms: 0,
             rate_mbps: None,
             verbose: false,
+            ll: false,
+            part_ms: 333,
+            stall_after_ms: None,
         }
     }
 }
@@ -67,9 +92,9 @@ impl Default for OriginConfig {
 /// A snapshot of what the origin served.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginCounts {
-    /// Requests for `.ts` paths (any status).
+    /// Requests for `.ts`, `.m4s` and `.mp4` paths (any status; LL-HLS parts included).
     pub segment_requests: u64,
-    /// Requests for `.m3u8` paths (any status).
+    /// Requests for `.m3u8` and `.mpd` paths (any status).
     pub playlist_requests: u64,
     /// Other requests (stats, unknown paths).
     pub other_requests: u64,
@@ -114,6 +139,10 @@ impl OriginCounts {
 struct Shared {
     cfg: OriginConfig,
     start: std::time::Instant,
+    /// Wall-clock time of `start` (DASH `availabilityStartTime` is derived from it).
+    start_wall: std::time::SystemTime,
+    /// Set when the server shuts down (held requests give up).
+    stopping: std::sync::atomic::AtomicBool,
     cache: content::SegmentCache,
     counts: parking_lot::Mutex<OriginCounts>,
 }
@@ -121,6 +150,11 @@ struct Shared {
 impl Shared {
     fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The stream clock: milliseconds since start, frozen at [`OriginConfig::stall_after_ms`].
+    fn stream_ms(&self) -> u64 {
+        self.cfg.stream_clock(self.elapsed_ms())
     }
 }
 

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::content::{path_kind, OriginPath, PathKind, SegmentCache};
+use super::dash::DashTrack;
+use super::ll::{self, PartState, STREAM_PIECES};
 use super::{OriginConfig, OriginCounts, Shared};
 
 /// Longest request head accepted.
@@ -55,6 +57,8 @@ impl OriginServer {
             cache: SegmentCache::new(&cfg),
             cfg,
             start: Instant::now(),
+            start_wall: SystemTime::now(),
+            stopping: AtomicBool::new(false),
             counts: Mutex::new(OriginCounts::default()),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -88,7 +92,20 @@ impl OriginServer {
 
     /// The newest published segment number now (the same for every channel and rendition).
     pub fn live_edge(&self) -> u64 {
-        self.shared.cfg.live_edge(self.shared.elapsed_ms())
+        self.shared.cfg.live_edge(self.shared.stream_ms())
+    }
+
+    /// The stream clock now: [`elapsed_ms`](Self::elapsed_ms), frozen at
+    /// [`OriginConfig::stall_after_ms`] if set. Publication times
+    /// ([`OriginConfig::part_published_ms`] and friends) are on this clock.
+    pub fn stream_ms(&self) -> u64 {
+        self.shared.stream_ms()
+    }
+
+    /// Wall-clock time the origin started (DASH `availabilityStartTime` is this minus `window`
+    /// segments).
+    pub fn start_wall(&self) -> SystemTime {
+        self.shared.start_wall
     }
 
     /// The bytes of segment `k` of channel `c`, rendition `r` (identical to what is served).
@@ -106,6 +123,7 @@ impl OriginServer {
         if self.stop.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + SHUTDOWN_WAIT;
         if let Some(handle) = self.accept.take() {
             // Wake the blocking accept with a connection of our own.
@@ -306,6 +324,7 @@ fn reason(status: u16) -> &'static str {
         304 => "Not Modified",
         400 => "Bad Request",
         404 => "Not Found",
+        503 => "Service Unavailable",
         405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
@@ -315,9 +334,55 @@ fn reason(status: u16) -> &'static str {
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 
-fn respond(shared: &Shared, req: &Req) -> Resp {
+/// What a request gets: a response now, or a body streamed as it is produced.
+enum Answer {
+    Now(Resp),
+    /// A chunked 200 (an LL-HLS part being produced): `pieces` leave at their stream-clock times.
+    Stream {
+        headers: Vec<(&'static str, String)>,
+        pieces: Vec<(u64, Bytes)>,
+    },
+}
+
+/// A cacheable media object (segment, part, init): 200 or 304 by `If-None-Match`.
+fn media_resp(req: &Req, etag: String, content_type: &str, body: Bytes) -> Resp {
+    let not_modified = req.if_none_match.as_deref().is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| t.trim() == etag));
+    let mut r = if not_modified {
+        Resp { status: 304, headers: Vec::new(), body: Bytes::new() }
+    } else {
+        Resp::new(200, content_type, body)
+    };
+    r.headers.push(("Cache-Control", "max-age=60".into()));
+    r.headers.push(("ETag", etag));
+    r
+}
+
+/// Sleeps until the stream clock reaches `ready_ms`: true then, false at `deadline` or shutdown.
+fn wait_for(shared: &Shared, ready_ms: u64, deadline: Instant) -> bool {
+    loop {
+        let now = shared.stream_ms();
+        if now >= ready_ms {
+            return true;
+        }
+        if shared.stopping.load(Ordering::SeqCst) {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(ready_ms - now).min(left).min(Duration::from_millis(50)));
+    }
+}
+
+/// How long a held request waits at most: three target durations (RFC 8216bis §6.2.5.2).
+fn hold_limit(cfg: &OriginConfig) -> Duration {
+    Duration::from_millis(cfg.segment_ms().saturating_mul(3))
+}
+
+fn respond(shared: &Shared, req: &Req) -> Answer {
     let cfg = &shared.cfg;
-    let now = shared.elapsed_ms();
+    let now = shared.stream_ms();
     match req.method.as_str() {
         "GET" | "HEAD" => {}
         "OPTIONS" => {
@@ -325,39 +390,84 @@ fn respond(shared: &Shared, req: &Req) -> Resp {
             r.headers.push(("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS".into()));
             r.headers.push(("Access-Control-Allow-Headers", "*".into()));
             r.headers.push(("Access-Control-Max-Age", "600".into()));
-            return r;
+            return Answer::Now(r);
         }
         _ => {
             let mut r = Resp::text(405, "method not allowed");
             r.headers.push(("Allow", "GET, HEAD, OPTIONS".into()));
-            return r;
+            return Answer::Now(r);
         }
     }
-    match cfg.parse_path(&req.path) {
+    let resp = match cfg.parse_path(&req.path) {
         Some(OriginPath::Master { channel }) => Resp::new(200, PLAYLIST_TYPE, cfg.master_playlist(channel)),
         Some(OriginPath::Media { channel, rendition, alias }) => {
-            Resp::new(200, PLAYLIST_TYPE, cfg.media_playlist(channel, rendition, alias, now))
+            let query = req.path.split_once('?').map_or("", |(_, q)| q);
+            let blocking = if cfg.ll { ll::parse_blocking_query(query) } else { Ok(None) };
+            match blocking {
+                Err(()) => return Answer::Now(Resp::text(400, "malformed _HLS_msn/_HLS_part")),
+                Ok(Some(q)) if cfg.blocking_too_far(q, now) => {
+                    return Answer::Now(Resp::text(400, "_HLS_msn more than two segments ahead"));
+                }
+                Ok(Some(q)) => {
+                    if !wait_for(shared, cfg.blocking_ready_ms(q), Instant::now() + hold_limit(cfg)) {
+                        return Answer::Now(Resp::text(503, "not available within three target durations"));
+                    }
+                }
+                Ok(None) => {}
+            }
+            Resp::new(200, PLAYLIST_TYPE, cfg.media_playlist(channel, rendition, alias, shared.stream_ms()))
         }
         Some(OriginPath::Segment { channel, rendition, seq }) => {
             if !cfg.is_available(seq, now) {
-                return Resp::text(404, "segment not available");
+                return Answer::Now(Resp::text(404, "segment not available"));
             }
             let body = shared.cache.get(cfg, channel, rendition, seq);
             let etag = format!("\"ch{channel}-v{rendition}-{seq}-{}\"", body.len());
-            let not_modified =
-                req.if_none_match.as_deref().is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| t.trim() == etag));
-            let mut r = if not_modified {
-                Resp { status: 304, headers: Vec::new(), body: Bytes::new() }
+            media_resp(req, etag, "video/mp2t", body)
+        }
+        Some(OriginPath::Part { channel, rendition, seq, part }) => {
+            let state = cfg.part_state(seq, part, now);
+            if state == PartState::Unavailable {
+                return Answer::Now(Resp::text(404, "part not available"));
+            }
+            let range = cfg.part_range(rendition, seq, part);
+            let body = shared.cache.get(cfg, channel, rendition, seq).slice(range);
+            let etag = format!("\"ch{channel}-v{rendition}-{seq}.{part}-{}\"", body.len());
+            if state == PartState::Published {
+                media_resp(req, etag, "video/mp2t", body)
             } else {
-                Resp::new(200, "video/mp2t", body)
-            };
-            r.headers.push(("Cache-Control", "max-age=60".into()));
-            r.headers.push(("ETag", etag));
-            r
+                // Being produced (or about to be): stream it as it is produced.
+                let (start, dur) = (cfg.part_started_ms(seq, part), cfg.part_duration_ms(part));
+                let len = body.len() as u64;
+                let pieces = (0..STREAM_PIECES)
+                    .map(|j| {
+                        let (a, b) = (len * j / STREAM_PIECES, len * (j + 1) / STREAM_PIECES);
+                        let at = start + dur * (j + 1) / STREAM_PIECES;
+                        (at, body.slice(a as usize..b as usize))
+                    })
+                    .collect();
+                let headers =
+                    vec![("Content-Type", "video/mp2t".to_string()), ("Cache-Control", "max-age=60".to_string()), ("ETag", etag)];
+                return Answer::Stream { headers, pieces };
+            }
+        }
+        Some(OriginPath::Mpd { channel }) => Resp::new(200, "application/dash+xml", cfg.mpd(channel, now, shared.start_wall)),
+        Some(OriginPath::DashInit { channel, track }) => {
+            let ctype = if track == DashTrack::Video { "video/mp4" } else { "audio/mp4" };
+            media_resp(req, format!("\"ch{channel}-{}-init\"", track.name()), ctype, cfg.dash_init(track))
+        }
+        Some(OriginPath::DashSegment { channel, track, seq }) => {
+            if !cfg.dash_available(seq, now) {
+                return Answer::Now(Resp::text(404, "segment not available"));
+            }
+            let ctype = if track == DashTrack::Video { "video/mp4" } else { "audio/mp4" };
+            let body = cfg.dash_segment_bytes(channel, track, seq);
+            media_resp(req, format!("\"ch{channel}-{}-{seq}-{}\"", track.name(), body.len()), ctype, body)
         }
         Some(OriginPath::Stats) => Resp::new(200, "application/json", shared.counts.lock().to_json()),
         None => Resp::text(404, "not found"),
-    }
+    };
+    Answer::Now(resp)
 }
 
 /// Writes `data` (paced to `bps` bytes per second since `t0` if set), counting bytes as they go.
@@ -418,6 +528,48 @@ fn write_response(stream: &mut TcpStream, shared: &Shared, resp: &Resp, head_onl
     Ok(sent)
 }
 
+/// Writes a chunked 200 whose pieces leave when the stream clock reaches their times (a part
+/// being produced). A stalled stream ends the response short after three target durations.
+fn write_stream(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    headers: &[(&'static str, String)],
+    pieces: &[(u64, Bytes)],
+    head_only: bool,
+    keep_alive: bool,
+) -> io::Result<u64> {
+    let mut head = String::from("HTTP/1.1 200 OK\r\nServer: listo-origin\r\n");
+    head.push_str(&format!("Date: {}\r\n", httpdate::fmt_http_date(SystemTime::now())));
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("Access-Control-Allow-Origin: *\r\nTransfer-Encoding: chunked\r\n");
+    head.push_str(if keep_alive { "Connection: keep-alive\r\n\r\n" } else { "Connection: close\r\n\r\n" });
+    let mut sent = 0;
+    write_paced(stream, shared, head.as_bytes(), None, &mut sent)?;
+    stream.flush()?;
+    if head_only {
+        return Ok(sent);
+    }
+    let deadline = Instant::now() + hold_limit(&shared.cfg);
+    for (at, piece) in pieces {
+        if !wait_for(shared, *at, deadline) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "part not produced in time"));
+        }
+        if piece.is_empty() {
+            continue;
+        }
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(piece);
+        chunk.extend_from_slice(b"\r\n");
+        write_paced(stream, shared, &chunk, None, &mut sent)?;
+        stream.flush()?;
+    }
+    write_paced(stream, shared, b"0\r\n\r\n", None, &mut sent)?;
+    stream.flush()?;
+    Ok(sent)
+}
+
 fn count(shared: &Shared, path: &str) {
     let mut c = shared.counts.lock();
     match path_kind(path) {
@@ -452,23 +604,23 @@ fn serve_connection(shared: &Shared, mut stream: TcpStream, peer: SocketAddr) {
         if req.content_length > 0 && skip_body(&mut stream, &mut buf, req.content_length).is_err() {
             return;
         }
-        let resp = respond(shared, &req);
+        let answer = respond(shared, &req);
         if shared.cfg.latency_ms > 0 {
             thread::sleep(Duration::from_millis(shared.cfg.latency_ms));
         }
-        let result = write_response(&mut stream, shared, &resp, req.method == "HEAD", req.keep_alive);
+        let head_only = req.method == "HEAD";
+        let (status, result) = match &answer {
+            Answer::Now(resp) => (resp.status, write_response(&mut stream, shared, resp, head_only, req.keep_alive)),
+            Answer::Stream { headers, pieces } => {
+                (200, write_stream(&mut stream, shared, headers, pieces, head_only, req.keep_alive))
+            }
+        };
         if shared.cfg.verbose {
             let outcome = match &result {
                 Ok(n) => format!("{n} B"),
                 Err(e) => format!("error: {e}"),
             };
-            eprintln!(
-                "origin: {peer} {} {} {} {outcome} {} ms",
-                req.method,
-                req.path,
-                resp.status,
-                started.elapsed().as_millis()
-            );
+            eprintln!("origin: {peer} {} {} {} {outcome} {} ms", req.method, req.path, status, started.elapsed().as_millis());
         }
         if result.is_err() || !req.keep_alive {
             let _ = stream.shutdown(Shutdown::Write);
