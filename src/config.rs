@@ -38,7 +38,9 @@ pub struct Config {
     pub segment_ttl: u64,
     /// How long a segment stays after it left the latest playlist.
     pub window_grace: u64,
-    /// How long a 404/410 from upstream is remembered (at most 1 s).
+    /// How long a 404/410 from upstream is remembered (at most 1 s). A segment's 404 that
+    /// carries no max-age is remembered 100 ms at most: a live segment asked a moment early must
+    /// not stay 404 once it exists.
     pub negative_ttl: u64,
     /// Events kept for the host before the oldest are dropped.
     pub event_queue: usize,

@@ -487,6 +487,27 @@ fn upstream_404_is_remembered_for_at_most_one_second() {
 }
 
 #[test]
+fn segment_404_without_max_age_lives_100_ms_so_a_segment_asked_early_is_served_once_it_exists() {
+    let mut h = Harness::default_node();
+    let r = h.fetch_through("/live/ch1/seg_9.ts", &resp_status(404, "Not Found", b"", ""));
+    assert_eq!(r.status, 404);
+    // A burst of viewers within 100 ms: one upstream request.
+    h.advance_to(99 * MS);
+    assert_eq!(h.fetch_through("/live/ch1/seg_9.ts", b"").status, 404);
+    assert_eq!(h.cdn_requests(), 1);
+    // 100 ms on, the segment exists: asked again.
+    h.advance_to(100 * MS);
+    let body = fixture("seg_2.ts");
+    assert_refetched(&mut h, "/live/ch1/seg_9.ts", &body);
+    // A playlist's 404 is still remembered for the second.
+    let r = h.fetch_through("/live/ch1/gone.m3u8", &resp_status(404, "Not Found", b"", ""));
+    assert_eq!(r.status, 404);
+    h.advance_to(900 * MS);
+    assert_eq!(h.fetch_through("/live/ch1/gone.m3u8", b"").status, 404);
+    assert_eq!(h.cdn_requests(), 3);
+}
+
+#[test]
 fn segments_stay_cached_while_fresh() {
     let mut h = Harness::default_node();
     let body = fixture("seg_1.ts");

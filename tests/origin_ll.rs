@@ -10,10 +10,10 @@
 //! `availabilityStartTime + window·S + part_published_ms(k, i)`. Every wait is bounded and every
 //! child is killed (by its own pid) when its guard drops.
 //!
-//! Two tests are ignored because they show node behaviour to fix (see their reasons): a 404 for
-//! a DASH segment asked just before its availability time is served from the node's negative
-//! cache after the segment appeared, and the origin's 503 for a timed-out blocking reload reaches
-//! viewers as 502.
+//! Two tests guard node behaviour these runs first found wrong: a 404 for a DASH segment asked
+//! just before its availability time must not be served from the node's negative cache once the
+//! segment exists (a segment's 404 without max-age now lives 100 ms), and the origin's 503 for a
+//! timed-out blocking reload must reach the held viewers as 503, not 502.
 #![cfg(feature = "driver")]
 
 use std::collections::BTreeMap;
@@ -493,12 +493,11 @@ fn dash_through_the_node_one_upstream_request_per_segment() {
     }
 }
 
-/// Node issue (src/node/fetch.rs, negative caching): a 404 for a live DASH segment asked before
+/// Was a node issue (src/node/fetch.rs, negative caching): a 404 for a live DASH segment asked before
 /// its availability time is cached for `negative_ttl` (1 s; the origin sends no Cache-Control on
 /// it), so every viewer asking in the following second gets the stale 404 although the segment
 /// exists — measured: 404 at availability + 100 ms, 200 only ~700 ms after availability.
 #[test]
-#[ignore = "node bug: a 404 for a not-yet-available DASH segment is cached for 1 s (negative_ttl) and served after the segment appeared"]
 fn dash_segment_asked_early_through_the_node_is_served_once_available() {
     let o = origin(&[]);
     let n = node(o.addr);
@@ -574,12 +573,11 @@ fn ffmpeg_decodes_the_dash_stream() {
     }
 }
 
-/// Node issue (src/node/fetch.rs `handle_up_events`: any upstream 5xx head becomes 502): the
+/// Was a node issue (src/node/fetch.rs `handle_up_events`: any upstream 5xx head became 502): the
 /// origin answers the held blocking reload 503 after three target durations, as RFC 8216bis
 /// §6.2.5.2 says, a moment before the node's own 3 × target deadline would (the node's clock
 /// started when it sent the request), so every held viewer gets 502 instead of 503.
 #[test]
-#[ignore = "node bug: the origin's 503 for a blocking reload that timed out reaches viewers as 502"]
 fn stalled_stream_through_the_node_gives_every_held_viewer_503_once() {
     let o = origin(&["--stall-after-ms", "300"]);
     let n = node(o.addr);

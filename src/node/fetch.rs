@@ -40,6 +40,9 @@ pub(super) struct Fetch {
     sent_at: u64,
 }
 
+/// How long a segment's 404 is kept when the CDN says nothing (see `complete_object`).
+const SEGMENT_NEGATIVE_TTL: u64 = 100 * crate::config::SECOND / 1000;
+
 impl Node {
     /// Creates the fetch for a new filling object and sends it on its way.
     pub(super) fn start_fetch(&mut self, now: u64, obj: ObjId, channel: u64, path: String) {
@@ -254,6 +257,12 @@ impl Node {
                             c.fetch = None;
                         }
                         self.close_upstream(now, u);
+                        // A blocking playlist reload the CDN gave up on is a 503 for every held viewer (RFC
+                        // 8216bis §6.2.5.2), not a failure to retry elsewhere.
+                        if head.status == 503 && self.fetches.get(&id).is_some_and(|f| f.blocking.is_some()) {
+                            self.fetch_failed(now, id, 503, UpstreamErrorKind::Status, "blocking playlist reload timed out upstream", false);
+                            return;
+                        }
                         self.fetch_failed(now, id, 502, UpstreamErrorKind::Status, "upstream answered 5xx", true);
                         return;
                     }
@@ -415,6 +424,10 @@ impl Node {
         } else {
             let ttl = match (status, kind) {
                 (200 | 203, _) => max_age.unwrap_or(self.cfg.segment_ttl),
+                // A live segment asked a moment before it exists (a player's clock ahead, DASH
+                // availability times) must not stay 404 once it does: without the CDN's own
+                // max-age, a segment's 404 lives 100 ms - enough to collapse a burst of viewers.
+                (404 | 410, ObjKind::Segment) => max_age.unwrap_or(SEGMENT_NEGATIVE_TTL).min(self.cfg.negative_ttl).min(second),
                 (404 | 410, _) => max_age.unwrap_or(second).min(self.cfg.negative_ttl).min(second),
                 _ => 0,
             };
