@@ -290,11 +290,11 @@ impl Node {
                     self.object_data(now, id, chunk);
                 }
                 UpEvent::Done { reusable } => {
-                    self.fetches.remove(&id);
+                    let sent_at = self.fetches.remove(&id).map_or(now, |f| f.sent_at);
                     if let Some(ep) = self.upstreams.get(&u).map(|c| c.endpoint) {
                         self.endpoint_ok(ep);
                     }
-                    self.complete_object(now, id);
+                    self.complete_object(now, id, sent_at);
                     obj = None;
                     if reusable {
                         self.conn_idle(now, u);
@@ -369,7 +369,8 @@ impl Node {
 
     /// Freshness of a completed object, then wakes its readers (a refreshed playlist may
     /// first wait for the segments it newly lists: see `follow`).
-    fn complete_object(&mut self, now: u64, id: ObjId) {
+    /// `sent_at`: when its request went to the CDN (a playlist's content is at least that recent).
+    fn complete_object(&mut self, now: u64, id: ObjId, sent_at: u64) {
         let Some(o) = self.store.get(id) else { return };
         let channel_alive = self.channels.by_id(o.key.channel).is_some();
         let head = o.head.as_ref();
@@ -414,7 +415,14 @@ impl Node {
                 self.check_media_sequence(&key, seq);
             }
             let ttl = max_age.or(half_target).unwrap_or(self.cfg.playlist_default_ttl);
-            let fresh_until = if channel_alive { now.saturating_add(ttl) } else { now };
+            let mut fresh_until = if channel_alive { now.saturating_add(ttl) } else { now };
+            if let (Some(info), Some(t), true) = (info.as_ref().filter(|i| i.kind == media::PlaylistKind::HlsMedia), target, channel_alive) {
+                let key = ObjectKey { channel, path: base.clone().into() };
+                // Refreshed when the CDN is expected to publish, not on a fixed TTL (which lags).
+                if let Some(at) = self.publish_aligned_refresh(&key, now, sent_at, info, t) {
+                    fresh_until = at;
+                }
+            }
             if let Some(info) = &info {
                 if channel_alive && self.gate_playlist(now, id, info, fresh_until, &window) {
                     return;

@@ -20,6 +20,12 @@ pub(super) struct Follow {
     /// Segments already prefetched (bounded): never fetched twice, even after an eviction.
     prefetched: VecDeque<ObjectKey>,
     pub(super) scheduled: u64,
+    /// Publication tracking (see `publish_aligned_refresh`): the last content seen, when the
+    /// request that saw it was sent, and the window the last change was published in.
+    last_sig: Option<u64>,
+    last_sent: u64,
+    published: Option<(u64, u64)>,
+    expected: Option<(u64, u64)>,
 }
 
 /// A refreshed playlist held back until the segments it newly lists are complete.
@@ -55,8 +61,65 @@ impl Node {
             last_viewer: now,
             prefetched: VecDeque::new(),
             scheduled: u64::MAX,
+            last_sig: None,
+            last_sent: now,
+            published: None,
+            expected: None,
         });
         f.last_viewer = now;
+    }
+
+    /// A followed media playlist was refreshed (its request sent at `sent`, answered at `now`):
+    /// learns when the CDN publishes it and returns when to refresh it next, so the node's copy
+    /// lags the CDN's by about a round trip instead of up to half a target duration.
+    ///
+    /// A change seen after an unchanged answer brackets the publication in (that answer's
+    /// request, now], narrowed by what was expected; the next one is due a target duration
+    /// later. The first refresh of the next window goes to its middle (a bisection: each segment
+    /// halves the window), the second just after its end. A publication later than expected is
+    /// polled for every quarter target. At most two refreshes per target duration while the CDN
+    /// keeps its cadence, as with half-target polling, and never more than a target apart.
+    pub(super) fn publish_aligned_refresh(&mut self, key: &ObjectKey, now: u64, sent: u64, info: &PlaylistInfo, target: u64) -> Option<u64> {
+        const MARGIN: u64 = 20 * crate::config::SECOND / 1000;
+        let f = self.prefetch.follows.get_mut(key)?;
+        let sig = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            info.media_sequence.hash(&mut h);
+            info.uris.last().hash(&mut h);
+            h.finish()
+        };
+        let changed = f.last_sig.is_some_and(|prev| prev != sig);
+        if changed {
+            let mut lo = f.last_sent;
+            // Published inside the window it was expected in: keep what that window knew.
+            if let Some((elo, _)) = f.expected.take() {
+                if elo > lo && elo < now {
+                    lo = elo;
+                }
+            }
+            f.published = Some((lo, now));
+        }
+        f.last_sig = Some(sig);
+        f.last_sent = sent;
+        let (lo, hi) = f.published?;
+        if target == 0 || hi.saturating_sub(lo) > target {
+            return None;
+        }
+        let (mut lo_n, hi_n) = (lo.saturating_add(target), hi.saturating_add(target));
+        if !changed && sent > lo_n {
+            // Not published when this request went out: later than that.
+            lo_n = sent.min(hi_n);
+        }
+        f.expected = Some((lo_n, hi_n));
+        let at = if changed && hi_n - lo_n > 4 * MARGIN {
+            lo_n + (hi_n - lo_n) / 2
+        } else if !changed && sent >= hi_n {
+            now + target / 4
+        } else {
+            hi_n + MARGIN
+        };
+        Some(at.clamp(now + MARGIN, now + target))
     }
 
     /// A playlist fetch completed with 200: decides whether to gate it. Returns true when the
