@@ -31,6 +31,50 @@ fn blocking_reloads_for_one_part_share_one_upstream_request() {
 }
 
 #[test]
+fn five_hundred_viewers_over_two_renditions_and_three_parts_cost_one_blocking_request_each_answered_at_publication() {
+    let mut h = Harness::default_node();
+    let renditions = ["/live/ch1/v0/index.m3u8", "/live/ch1/v1/index.m3u8"];
+    let mut held = Vec::new();
+    for part in 0..3u32 {
+        for (r, path) in renditions.iter().enumerate() {
+            let target = format!("{path}?_HLS_msn=7&_HLS_part={part}");
+            // Players order query parameters differently: still one object.
+            let alt = format!("{path}?_HLS_part={part}&_HLS_msn=7");
+            for i in 0..84 {
+                let t = if i % 2 == 0 { &target } else { &alt };
+                held.push((r, part, h.get(t)));
+            }
+        }
+    }
+    assert!(held.len() >= 500);
+    let mut upstream = Vec::new();
+    while let Some((u, r)) = h.try_next_request() {
+        upstream.push((u, r.target.clone()));
+    }
+    assert_eq!(upstream.len(), 6, "one upstream blocking request per (rendition, msn, part): {upstream:?}");
+    // Nothing is answered before the CDN publishes the part.
+    h.advance(200 * MS);
+    for (_, _, v) in &held {
+        h.assert_nothing_new(*v);
+    }
+    // Parts publish 333 ms apart; each answer reaches its viewers at once.
+    for part in 0..3u32 {
+        for (u, target) in upstream.iter().filter(|(_, t)| t.contains(&format!("_HLS_part={part}"))) {
+            let body = format!("#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:7\n#X-PART:{part}\n# {target}\n");
+            h.cdn_send(*u, &resp_200(body.as_bytes(), M3U8));
+        }
+        for (r, p, v) in held.iter().filter(|(_, p, _)| *p == part) {
+            let resp = h.response(*v);
+            assert_eq!(resp.status, 200);
+            let text = resp.body_str();
+            assert!(text.contains(&format!("#X-PART:{p}")) && text.contains(renditions[*r]), "viewer got its own rendition and part: {text}");
+        }
+        h.advance(333 * MS);
+    }
+    assert_eq!(h.cdn_requests(), 6);
+}
+
+#[test]
 fn blocking_reload_not_answered_within_three_target_durations_gets_503() {
     let mut h = Harness::new(Config { prefetch: false, ..Config::default() });
     // Learn the target duration (2 s) from a plain playlist.
