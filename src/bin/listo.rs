@@ -44,6 +44,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rest = &args[1..];
+    // A node (and the demo, which holds both ends of every viewer connection) needs a descriptor
+    // per connection: lift the soft limit (often 1024) to the hard one.
+    #[cfg(feature = "driver")]
+    if matches!(cmd.as_str(), "node" | "demo") {
+        let _ = listo::driver::raise_fd_limit();
+    }
     if rest.iter().any(|a| a == "--help" || a == "-h") {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
