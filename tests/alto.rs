@@ -13,81 +13,30 @@
 #[path = "../examples/cdn_controller.rs"]
 mod cdn_controller;
 
+mod live;
+
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use cdn_controller::{Controller, ControllerConfig};
-use listo::driver::{Driver, DriverConfig, DriverCounters, Listener, StopHandle};
 use listo::instructor::{AltoServer, AltoServerConfig, Instructor, InstructorConfig, Topology};
-use listo::origin::{media_path, OriginConfig, OriginServer};
-use listo::player::{http_request, run_player, HttpResponse, PlayerConfig};
+use listo::origin::{media_path, OriginServer};
+use listo::player::{http_request, run_player, PlayerConfig};
 use serde_json::{json, Value};
 
-const TOKEN: &str = "c0ntr0ller-t0ken";
+use live::{dead_addr, lo, location, origin, wait_for, TestNode};
 
-fn lo() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("addr")
-}
+const TOKEN: &str = "c0ntr0ller-t0ken";
 
 // ---------------------------------------------------------------------------------------------
 // Harness: nodes, origin, instructor + ALTO server, a raw HTTP client
 // ---------------------------------------------------------------------------------------------
 
-struct TestNode {
-    viewers: SocketAddr,
-    control: SocketAddr,
-    stop: StopHandle,
-    thread: Option<JoinHandle<io::Result<DriverCounters>>>,
-}
-
-impl TestNode {
-    fn start() -> TestNode {
-        let driver = Driver::bind(DriverConfig { listen: vec![lo()], control: Some(lo()), drain: Duration::from_millis(500), ..DriverConfig::default() })
-            .expect("driver binds");
-        let viewers = driver.local_addr(Listener::Viewers).expect("viewers");
-        let control = driver.local_addr(Listener::Control).expect("control");
-        let stop = driver.stop_handle();
-        let thread = thread::Builder::new().name("node".into()).spawn(move || driver.run()).expect("spawn");
-        TestNode { viewers, control, stop, thread: Some(thread) }
-    }
-
-    fn channels(&self) -> Vec<Value> {
-        let r = http_request(self.control, "GET", "/v1/channels", &[]).expect("control GET");
-        assert_eq!(r.status, 200);
-        let v: Value = serde_json::from_slice(&r.body).expect("json");
-        v["channels"].as_array().cloned().unwrap_or_default()
-    }
-
-    fn channel(&self, name: &str) -> Option<Value> {
-        self.channels().into_iter().find(|c| c["channel"] == name)
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn origin(segment_secs: u64) -> OriginServer {
-    OriginServer::start(lo(), OriginConfig { channels: 2, segment_secs, window: 6, ..OriginConfig::default() }).expect("origin")
-}
-
-/// An address nobody listens on.
-fn dead_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind(lo()).expect("bind");
-    let a = l.local_addr().expect("addr");
-    drop(l);
-    a
-}
 
 fn alto_server(topo: &Value, cfg: InstructorConfig) -> (Arc<Instructor>, AltoServer) {
     let t = Topology::parse(topo.to_string().as_bytes(), None).expect("valid topology");
@@ -174,14 +123,6 @@ fn post(addr: SocketAddr, path: &str, content_type: &str, token: Option<&str>, b
         hs.push(("Authorization", a.as_str()));
     }
     send(addr, "POST", path, &hs, body)
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -539,14 +480,6 @@ fn notified_instructions_are_renewed_as_notified() {
 // ---------------------------------------------------------------------------------------------
 // Figure 3 end to end
 // ---------------------------------------------------------------------------------------------
-
-fn location(r: &HttpResponse) -> (SocketAddr, String) {
-    assert_eq!(r.status, 302, "{:?}", String::from_utf8_lossy(&r.body));
-    let loc = r.header("location").expect("Location");
-    let rest = loc.strip_prefix("http://").expect("http URL");
-    let slash = rest.find('/').expect("path");
-    (rest[..slash].parse().expect("host:port"), rest[slash..].to_string())
-}
 
 /// Viewer → stand-in CDN controller → ALTO selection → notification + 302 → node (already
 /// instructed with the controller's endpoint, its playlist fetched) → one origin request per

@@ -6,30 +6,29 @@
 //! Every socket has a timeout and every wait a bound.
 #![cfg(all(feature = "driver", feature = "instructor"))]
 
+mod live;
+
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
-use listo::driver::{Driver, DriverConfig, DriverCounters, Listener, StopHandle};
 use listo::instructor::{HttpMediator, HttpMediatorConfig, Instructor, InstructorConfig, PrefixTable, Route, Topology};
-use listo::origin::{media_path, OriginConfig, OriginServer};
+use listo::origin::media_path;
 use listo::player::{http_request, run_player, HttpResponse, PlayerConfig};
 use proptest::prelude::*;
 use serde_json::{json, Value};
+
+use live::{lo, location, origin, wait_for, TestNode};
 
 /// The heavy hierarchy test runs alone (two cores).
 static EXCLUSIVE: Mutex<()> = Mutex::new(());
 
 fn exclusive() -> MutexGuard<'static, ()> {
     EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn lo() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("addr")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -349,54 +348,6 @@ fn hierarchy_routes_instruct_every_level_top_first() {
 // Real sockets: nodes, origin, mediator
 // ---------------------------------------------------------------------------------------------
 
-struct TestNode {
-    viewers: SocketAddr,
-    control: SocketAddr,
-    stop: StopHandle,
-    thread: Option<JoinHandle<io::Result<DriverCounters>>>,
-}
-
-impl TestNode {
-    fn start() -> TestNode {
-        let driver = Driver::bind(DriverConfig {
-            listen: vec![lo()],
-            control: Some(lo()),
-            drain: Duration::from_millis(500),
-            ..DriverConfig::default()
-        })
-        .expect("driver binds");
-        let viewers = driver.local_addr(Listener::Viewers).expect("viewers");
-        let control = driver.local_addr(Listener::Control).expect("control");
-        let stop = driver.stop_handle();
-        let thread = thread::Builder::new().name("node".into()).spawn(move || driver.run()).expect("spawn");
-        TestNode { viewers, control, stop, thread: Some(thread) }
-    }
-
-    /// The node's instructed channels (its control port's `GET /v1/channels`).
-    fn channels(&self) -> Vec<Value> {
-        let r = http_request(self.control, "GET", "/v1/channels", &[]).expect("control GET");
-        assert_eq!(r.status, 200);
-        let v: Value = serde_json::from_slice(&r.body).expect("json");
-        v["channels"].as_array().cloned().unwrap_or_default()
-    }
-
-    fn channel(&self, name: &str) -> Option<Value> {
-        self.channels().into_iter().find(|c| c["channel"] == name)
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn origin(segment_secs: u64) -> OriginServer {
-    OriginServer::start(lo(), OriginConfig { channels: 2, segment_secs, window: 6, ..OriginConfig::default() }).expect("origin")
-}
 
 fn mediator(topo: Value, trusted: &[&str], cfg: InstructorConfig) -> (Arc<Instructor>, HttpMediator) {
     let t = Topology::parse(topo.to_string().as_bytes(), None).expect("valid topology");
@@ -429,22 +380,6 @@ fn live_topology(origin: SocketAddr, a: &TestNode, b: &TestNode) -> Value {
 
 fn get_via(m: SocketAddr, path: &str, client: &str) -> HttpResponse {
     http_request(m, "GET", path, &[("X-Forwarded-For", client), ("Host", "live.example")]).expect("mediator answers")
-}
-
-fn location(r: &HttpResponse) -> (SocketAddr, String) {
-    assert_eq!(r.status, 302, "{:?}", String::from_utf8_lossy(&r.body));
-    let loc = r.header("location").expect("Location");
-    let rest = loc.strip_prefix("http://").expect("http URL");
-    let slash = rest.find('/').expect("path");
-    (rest[..slash].parse().expect("host:port"), rest[slash..].to_string())
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
