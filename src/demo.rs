@@ -2,6 +2,12 @@
 //! on loopback, real sockets. Prints a live table once a second and ends with a JSON summary
 //! (the keys of `listo simulate` plus TTFB percentiles); optionally an SVG chart of upstream vs
 //! downstream bandwidth.
+//!
+//! With [`DemoConfig::ll`] (`listo demo --ll`) the origin serves LL-HLS (1 s segments of three
+//! ~333 ms parts) and the players are low-latency clients
+//! ([`crate::player_ll::run_ll_player`]): blocking reloads for the next part,
+//! each part fetched once listed. The summary adds part TTFB and publication → received delay
+//! percentiles, and the origin's part requests against the distinct parts it served.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -13,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::driver::{Driver, DriverConfig, Listener};
 use crate::origin::{OriginConfig, OriginServer};
 use crate::player::{run_player, PlayerConfig, PlayerReport};
+use crate::player_ll::{part_of_path, run_ll_player, LlPlayerConfig, LlPlayerReport};
 use crate::Instruction;
 
 /// What the demo runs.
@@ -28,11 +35,13 @@ pub struct DemoConfig {
     pub svg: Option<std::path::PathBuf>,
     /// Print the live table.
     pub live_table: bool,
+    /// Low latency: an LL-HLS origin and low-latency players (part TTFB in the summary).
+    pub ll: bool,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { viewers: 200, seconds: 20, channels: 1, svg: None, live_table: true }
+        DemoConfig { viewers: 200, seconds: 20, channels: 1, svg: None, live_table: true, ll: false }
     }
 }
 
@@ -69,7 +78,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// Runs the demo, writing the live table and summary lines to `out`.
 pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let ocfg = OriginConfig { channels: cfg.channels.max(1), latency_ms: 20, ..OriginConfig::default() };
+    let mut ocfg = OriginConfig { channels: cfg.channels.max(1), latency_ms: 20, ..OriginConfig::default() };
+    if cfg.ll {
+        ocfg.ll = true;
+        ocfg.segment_secs = 1;
+    }
     let origin = OriginServer::start(loopback, ocfg.clone())?;
     let origin_addr = origin.local_addr();
     let instructions = (0..ocfg.channels)
@@ -81,11 +94,18 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let stats = driver.stats_handle();
     let node_thread = thread::spawn(move || driver.run());
 
+    let mode = if cfg.ll {
+        format!(", LL-HLS: {} parts of ~{} ms per {} s segment", ocfg.parts_per_segment(), ocfg.part_target_ms(), ocfg.segment_secs)
+    } else {
+        String::new()
+    };
     writeln!(
         out,
-        "listo demo: origin {origin_addr} (latency 20 ms) → node {node_addr} → {} viewers for {} s",
+        "listo demo: origin {origin_addr} (latency 20 ms{mode}) → node {node_addr} → {} viewers for {} s",
         cfg.viewers, cfg.seconds
     )?;
+    // The origin's clock: the instant its stream age was 0 (to within a millisecond).
+    let origin_start = Instant::now().checked_sub(Duration::from_millis(origin.elapsed_ms())).unwrap_or_else(Instant::now);
     let duration = Duration::from_secs(cfg.seconds.max(1));
     let renditions = ocfg.renditions_kbps.len().max(1);
     let verify_cfg = Arc::new(ocfg.clone());
@@ -94,17 +114,37 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     for i in 0..cfg.viewers {
         let c = i % ocfg.channels;
         let r = (i / ocfg.channels) % renditions;
-        let mut pc = PlayerConfig::new(node_addr, crate::origin::media_path(c, r), duration);
-        if i % 10 == 0 {
-            let o = verify_cfg.clone();
-            pc = pc.with_verify(Arc::new(move |path: &str, body: &[u8]| o.expected_segment(path).is_some_and(|b| b == body)));
-        }
         // Players join over the first two seconds, as an audience does.
         let delay = Duration::from_millis((i as u64 * 2000) / cfg.viewers.max(1) as u64);
-        let handle = thread::Builder::new().stack_size(256 * 1024).spawn(move || {
-            thread::sleep(delay);
-            run_player(pc)
-        })?;
+        let handle = if cfg.ll {
+            let o = verify_cfg.clone();
+            let published: crate::player_ll::PublishedAt = Arc::new(move |path: &str| {
+                let (k, i) = part_of_path(path)?;
+                origin_start.checked_add(Duration::from_millis(o.part_published_ms(k, i)))
+            });
+            let mut pc =
+                LlPlayerConfig::new(node_addr, crate::origin::media_path(c, r), duration).with_published_at(published);
+            if i % 10 == 0 {
+                let o = verify_cfg.clone();
+                pc = pc.with_verify(Arc::new(move |path: &str, body: &[u8]| {
+                    part_of_path(path).is_some_and(|(k, i)| o.part_bytes(c, r, k, i) == body)
+                }));
+            }
+            thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+                thread::sleep(delay);
+                Played::Ll(run_ll_player(pc))
+            })?
+        } else {
+            let mut pc = PlayerConfig::new(node_addr, crate::origin::media_path(c, r), duration);
+            if i % 10 == 0 {
+                let o = verify_cfg.clone();
+                pc = pc.with_verify(Arc::new(move |path: &str, body: &[u8]| o.expected_segment(path).is_some_and(|b| b == body)));
+            }
+            thread::Builder::new().stack_size(256 * 1024).spawn(move || {
+                thread::sleep(delay);
+                Played::Hls(run_player(pc))
+            })?
+        };
         players.push(handle);
     }
 
@@ -140,7 +180,25 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
         samples.push(sample);
     }
 
-    let reports: Vec<PlayerReport> = players.into_iter().filter_map(|h| h.join().ok()).collect();
+    let played: Vec<Played> = players.into_iter().filter_map(|h| h.join().ok()).collect();
+    let (mut reports, mut ll_reports): (Vec<PlayerReport>, Vec<LlPlayerReport>) = (Vec::new(), Vec::new());
+    for p in played {
+        match p {
+            Played::Hls(r) => reports.push(r),
+            Played::Ll(r) => {
+                // The usual keys count LL players' bytes, errors and corruption too; their media
+                // objects are parts, so `p50_ttfb_ms`/`p99_ttfb_ms` are part TTFBs.
+                reports.push(PlayerReport {
+                    bytes: r.bytes,
+                    errors: r.errors,
+                    corrupt: r.corrupt,
+                    ttfb_ms: r.part_ttfb_ms.clone(),
+                    ..PlayerReport::default()
+                });
+                ll_reports.push(r);
+            }
+        }
+    }
     stop.stop();
     let _ = node_thread.join();
     let counts = origin.counts();
@@ -158,7 +216,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let hit_ratio = if seg_requests > 0 { seg_hits as f64 / seg_requests as f64 } else { 0.0 };
     let max_wait = reports.iter().flat_map(|r| r.complete_ms.iter().copied()).fold(0.0, f64::max);
     let playlist_max = counts.per_path.iter().filter(|(p, _)| p.ends_with(".m3u8")).map(|(_, n)| *n).max().unwrap_or(0);
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "viewers": cfg.viewers,
         "channels": ocfg.channels,
         "seconds": cfg.seconds,
@@ -184,23 +242,80 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
         "p99_ttfb_ms": (percentile(&ttfb, 0.99) * 100.0).round() / 100.0,
         "wall_ms": start.elapsed().as_millis() as u64,
     });
-    writeln!(
-        out,
-        "summary: {} viewers received {} segments ({:.1} MB); the origin served {} segment requests for {} distinct segments ({:.1} MB): saving ratio {:.4}",
-        cfg.viewers,
-        json["segments_received"],
-        downstream as f64 / 1e6,
-        counts.segment_requests,
-        distinct.len(),
-        upstream as f64 / 1e6,
-        saving
-    )?;
+    if cfg.ll {
+        let (parts, part_requests, distinct_parts) = ll_summary(&mut json, &ll_reports, &counts);
+        writeln!(
+            out,
+            "summary: {} viewers received {parts} parts (part TTFB p50 {} ms, p99 {} ms; published → received p50 {} ms, p99 {} ms); the origin served {part_requests} part requests for {distinct_parts} distinct parts ({:.1} MB upstream, {:.1} MB to viewers)",
+            cfg.viewers,
+            json["part_ttfb_p50_ms"],
+            json["part_ttfb_p99_ms"],
+            json["part_delay_p50_ms"],
+            json["part_delay_p99_ms"],
+            upstream as f64 / 1e6,
+            downstream as f64 / 1e6,
+        )?;
+    } else {
+        writeln!(
+            out,
+            "summary: {} viewers received {} segments ({:.1} MB); the origin served {} segment requests for {} distinct segments ({:.1} MB): saving ratio {:.4}",
+            cfg.viewers,
+            json["segments_received"],
+            downstream as f64 / 1e6,
+            counts.segment_requests,
+            distinct.len(),
+            upstream as f64 / 1e6,
+            saving
+        )?;
+    }
     if let Some(path) = &cfg.svg {
         std::fs::write(path, svg_chart(&samples))?;
         writeln!(out, "chart written to {}", path.display())?;
     }
     writeln!(out, "{json}")?;
     Ok(DemoReport { json, samples })
+}
+
+/// What one player thread returns.
+enum Played {
+    Hls(PlayerReport),
+    Ll(LlPlayerReport),
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Adds the LL keys to `json`: part TTFB and delay percentiles, parts received, and the
+/// origin's part requests and distinct parts. Returns `(parts, part requests, distinct parts)`.
+fn ll_summary(json: &mut serde_json::Value, reports: &[LlPlayerReport], counts: &crate::origin::OriginCounts) -> (u64, u64, usize) {
+    let mut ttfb: Vec<f64> = reports.iter().flat_map(|r| r.part_ttfb_ms.iter().copied()).collect();
+    ttfb.sort_by(|a, b| a.total_cmp(b));
+    let mut delay: Vec<f64> = reports.iter().flat_map(|r| r.part_delay_ms.iter().copied()).collect();
+    delay.sort_by(|a, b| a.total_cmp(b));
+    let parts: u64 = reports.iter().map(|r| r.parts).sum();
+    // Part paths as the origin counted them (requests with a query are playlists, never parts).
+    let part_paths = counts.per_path.iter().filter(|(p, _)| !p.contains('?') && part_of_path(p).is_some());
+    let (mut part_requests, mut distinct_parts) = (0u64, 0usize);
+    for (_, n) in part_paths {
+        part_requests += n;
+        distinct_parts += 1;
+    }
+    let received: BTreeSet<&str> = reports.iter().flat_map(|r| r.part_paths.iter().map(String::as_str)).collect();
+    if let Some(obj) = json.as_object_mut() {
+        obj.insert("ll".into(), true.into());
+        obj.insert("parts".into(), parts.into());
+        obj.insert("distinct_parts_received".into(), received.len().into());
+        obj.insert("upstream_part_requests".into(), part_requests.into());
+        obj.insert("distinct_parts".into(), distinct_parts.into());
+        obj.insert("catch_up_parts".into(), reports.iter().map(|r| r.catch_up_parts).sum::<u64>().into());
+        obj.insert("ll_playlists".into(), reports.iter().map(|r| r.playlists).sum::<u64>().into());
+        obj.insert("part_ttfb_p50_ms".into(), round2(percentile(&ttfb, 0.50)).into());
+        obj.insert("part_ttfb_p99_ms".into(), round2(percentile(&ttfb, 0.99)).into());
+        obj.insert("part_delay_p50_ms".into(), round2(percentile(&delay, 0.50)).into());
+        obj.insert("part_delay_p99_ms".into(), round2(percentile(&delay, 0.99)).into());
+    }
+    (parts, part_requests, distinct_parts)
 }
 
 /// A small SVG line chart: downstream (what viewers get) vs upstream (what the operator's

@@ -65,6 +65,8 @@ pub mod node;
 pub mod origin;
 #[cfg(feature = "driver")]
 pub mod player;
+#[cfg(feature = "driver")]
+pub mod player_ll;
 pub mod sim;
 pub mod store;
 pub mod upstream;

@@ -7,8 +7,11 @@ use std::time::Instant;
 use listo::sim::{self, SimConfig};
 
 const USAGE: &str = "usage:
-  listo demo [--viewers N] [--seconds S] [--channels C] [--svg FILE]
+  listo demo [--viewers N] [--seconds S] [--channels C] [--svg FILE] [--ll]
       Origin + node + N viewers in one process on loopback, real sockets.
+      --ll: an LL-HLS origin (1 s segments, ~333 ms parts) and low-latency players (blocking
+      reloads, each part fetched once listed); the JSON adds part_ttfb_p50_ms/p99, parts,
+      part_delay_p50_ms/p99 (published → received), upstream_part_requests, distinct_parts.
   listo node --listen ADDR [--control ADDR] [--admin ADDR]
              [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N] [--cors ORIGIN|*]
              [--syslog HOST:PORT]
@@ -432,7 +435,19 @@ mod cli_driver {
 
     pub fn demo(args: &[String]) -> Result<(), String> {
         let mut cfg = listo::demo::DemoConfig::default();
-        for (flag, v) in flag_pairs(args)? {
+        let mut rest = Vec::with_capacity(args.len());
+        let mut it = args.iter().peekable();
+        while let Some(a) = it.next() {
+            if a == "--ll" {
+                cfg.ll = true;
+                if it.peek().is_some_and(|v| *v == "1" || *v == "true") {
+                    it.next();
+                }
+            } else {
+                rest.push(a.clone());
+            }
+        }
+        for (flag, v) in flag_pairs(&rest)? {
             match flag {
                 "--viewers" => cfg.viewers = number(flag, v)?,
                 "--seconds" => cfg.seconds = number(flag, v)?,
