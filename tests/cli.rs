@@ -138,6 +138,16 @@ fn node_without_listen_exits_2_with_one_line() {
 }
 
 #[test]
+fn control_port_off_loopback_needs_a_token() {
+    assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--control", "0.0.0.0:0"], &["--control", "--control-token"]);
+    assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--control", "0", "--control-token", "a b"], &["--control-token"]);
+    assert_usage_error(
+        &["node", "--listen", "127.0.0.1:0", "--control", "0", "--control-token-file", "/nonexistent/token"],
+        &["--control-token-file", "/nonexistent/token"],
+    );
+}
+
+#[test]
 fn simulate_prints_json_last_with_one_upstream_request_per_segment_and_no_stalls() {
     let o = listo(&["simulate", "--viewers", "200", "--seconds", "30"], Duration::from_secs(60));
     assert!(o.status.success(), "simulate failed: {}", o.stderr);

@@ -1081,3 +1081,51 @@ fn stop_lets_a_response_in_flight_finish_then_run_returns() {
     assert_eq!(counters.accepted, 1);
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "no longer accepting");
 }
+
+/// A control request with an optional `Authorization` header; returns status, raw head, body.
+fn control_request(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write head");
+    s.write_all(body).expect("write body");
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all).into_owned();
+    let (h, b) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = h.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, h.to_string(), b.as_bytes().to_vec())
+}
+
+#[test]
+fn control_port_with_a_token_refuses_requests_without_it_and_changes_nothing() {
+    let node = TestNode::start_with(DriverConfig {
+        listen: vec![lo()],
+        control: Some(lo()),
+        control_token: Some("s3cret-t0ken".into()),
+        drain: Duration::from_secs(1),
+        ..DriverConfig::default()
+    });
+    let control = node.control.expect("control");
+    let body = br#"{"channel":"ch0","path_prefix":"/live/ch0/","endpoints":["127.0.0.1:9"]}"#;
+    for auth in [None, Some("Bearer s3cret-t0keN"), Some("Bearer s3cret"), Some("Bearer s3cret-t0ken-and-more"), Some("Basic czNjcmV0LXQwa2Vu"), Some("s3cret-t0ken")] {
+        let (status, head, resp) = control_request(control, "POST", "/v1/channels", auth, body);
+        assert_eq!(status, 401, "{auth:?}: {head}");
+        assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
+        assert!(json(&resp)["error"].as_str().is_some_and(|e| e.contains("Bearer")), "a JSON error saying what is needed");
+        let (status, _, _) = control_request(control, "GET", "/v1/channels", auth, b"");
+        assert_eq!(status, 401);
+    }
+    // Nothing was instructed: the viewer port still knows no channel.
+    assert_eq!(request(node.viewers, "GET", "/live/ch0/x.ts", &[]).status, 404);
+    // With the token: instructed and listed.
+    let (status, _, _) = control_request(control, "POST", "/v1/channels", Some("Bearer s3cret-t0ken"), body);
+    assert_eq!(status, 201);
+    let (status, _, resp) = control_request(control, "GET", "/v1/channels", Some("Bearer s3cret-t0ken"), b"");
+    assert_eq!(status, 200);
+    assert_eq!(json(&resp)["channels"][0]["channel"], "ch0");
+}

@@ -12,11 +12,13 @@ const USAGE: &str = "usage:
       --ll: an LL-HLS origin (1 s segments, ~333 ms parts) and low-latency players (blocking
       reloads, each part fetched once listed); the JSON adds part_ttfb_p50_ms/p99, parts,
       part_delay_p50_ms/p99 (published → received), upstream_part_requests, distinct_parts.
-  listo node --listen ADDR [--control ADDR] [--admin ADDR]
-             [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N] [--cors ORIGIN|*]
-             [--syslog HOST:PORT]
+  listo node --listen ADDR [--control ADDR|PORT [--control-token TOKEN | --control-token-file FILE]]
+             [--admin ADDR] [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N]
+             [--cors ORIGIN|*] [--syslog HOST:PORT]
       A LISTO node. Viewers connect to --listen; channels come from --channel
-      and from the control port. Events go to stderr as RFC 5424 lines, or to --syslog (UDP).
+      and from the control port (a bare PORT binds it to 127.0.0.1; any other address needs a
+      token, which requests then carry as Authorization: Bearer TOKEN). Events go to stderr as
+      RFC 5424 lines, or to --syslog (UDP).
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
                [--verbose 1] [--ll [--part-ms MS]] [--stall-after-ms MS]
       A synthetic live HLS origin (a CDN stand-in). --ll adds low-latency HLS (EXT-X-PART parts
@@ -327,7 +329,13 @@ mod cli_driver {
         for (flag, v) in flag_pairs(args)? {
             match flag {
                 "--listen" => cfg.listen.push(addr(flag, v)?),
-                "--control" => cfg.control = Some(addr(flag, v)?),
+                // A bare port binds the control port to loopback.
+                "--control" => cfg.control = Some(v.parse::<u16>().map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))).or_else(|_| addr(flag, v))?),
+                "--control-token" => cfg.control_token = Some(v.to_string()),
+                "--control-token-file" => {
+                    let t = std::fs::read_to_string(v).map_err(|e| format!("--control-token-file: cannot read {v}: {e}"))?;
+                    cfg.control_token = Some(t.trim().to_string());
+                }
                 "--admin" => cfg.admin = Some(addr(flag, v)?),
                 "--channel" => cfg.instructions.push(parse_channel(v)?),
                 "--memory-mib" => cfg.node.memory_budget = number::<u64>(flag, v)?.saturating_mul(1 << 20),
@@ -343,6 +351,14 @@ mod cli_driver {
         }
         if cfg.listen.is_empty() {
             return Err("--listen ADDR is required".into());
+        }
+        if cfg.control_token.as_deref().is_some_and(|t| t.is_empty() || t.bytes().any(|b| b <= b' ' || b == 0x7f)) {
+            return Err("--control-token: the token must be non-empty printable text without spaces".into());
+        }
+        // Anyone who reaches the control port can point the node at any endpoint: off loopback
+        // it must ask for a token.
+        if cfg.control.is_some_and(|a| !a.ip().is_loopback()) && cfg.control_token.is_none() {
+            return Err("--control on a non-loopback address needs --control-token TOKEN (or --control-token-file FILE)".into());
         }
         if cfg.events == listo::driver::EventSink::None {
             cfg.events = listo::driver::EventSink::Stderr;

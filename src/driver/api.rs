@@ -36,6 +36,8 @@ struct ApiRequest {
     method: String,
     path: String,
     body: Vec<u8>,
+    /// The `Authorization` header's value, if any.
+    authorization: Option<Vec<u8>>,
 }
 
 /// Parses a complete request from `buf`: `Ok(None)` while incomplete.
@@ -49,8 +51,11 @@ fn parse(buf: &[u8]) -> Result<Option<ApiRequest>, (u16, String)> {
         Err(e) => return Err((400, format!("malformed request: {e}"))),
     };
     let mut len = 0usize;
+    let mut authorization = None;
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        if h.name.eq_ignore_ascii_case("authorization") {
+            authorization = Some(h.value.to_vec());
+        } else if h.name.eq_ignore_ascii_case("content-length") {
             len = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
@@ -69,6 +74,7 @@ fn parse(buf: &[u8]) -> Result<Option<ApiRequest>, (u16, String)> {
         method: req.method.unwrap_or("").to_string(),
         path: req.path.unwrap_or("").to_string(),
         body: buf[head_len..head_len + len].to_vec(),
+        authorization,
     }))
 }
 
@@ -195,6 +201,17 @@ impl Driver {
 
     /// The control port: `POST /v1/channels`, `GET /v1/channels`, `DELETE /v1/channels/{name}`.
     fn control(&mut self, req: &ApiRequest) -> Vec<u8> {
+        if let Some(token) = &self.control_token {
+            let presented = req.authorization.as_deref().and_then(|v| v.strip_prefix(b"Bearer ")).unwrap_or(b"");
+            if !crate::http::constant_time_eq(token.as_bytes(), presented) {
+                let mut out = json_error(401, "the control port needs Authorization: Bearer <its --control-token>");
+                // Insert the challenge after the status line.
+                if let Some(i) = out.windows(2).position(|w| w == b"\r\n") {
+                    out.splice(i + 2..i + 2, b"WWW-Authenticate: Bearer realm=\"listo-control\"\r\n".iter().copied());
+                }
+                return out;
+            }
+        }
         let now = self.now();
         let path = req.path.split('?').next().unwrap_or("");
         match (req.method.as_str(), path) {

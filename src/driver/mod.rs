@@ -32,6 +32,9 @@ pub struct DriverConfig {
     pub listen: Vec<SocketAddr>,
     /// Control port (LA/LC JSON API), if any.
     pub control: Option<SocketAddr>,
+    /// Bearer token the control port requires (`Authorization: Bearer TOKEN`), compared in
+    /// constant time; `None`: none (bind the control port to loopback then).
+    pub control_token: Option<String>,
     /// Admin port (LR: `/metrics`, `/v1/stats`), if any.
     pub admin: Option<SocketAddr>,
     /// The node's configuration.
@@ -128,6 +131,7 @@ pub struct Driver {
     accept_stalled: Vec<Token>,
     accept_retry: Option<Instant>,
     draining: bool,
+    control_token: Option<String>,
 }
 
 /// How long a listener that ran out of file descriptors waits before accepting again.
@@ -173,6 +177,7 @@ impl Driver {
             accept_stalled: Vec::new(),
             accept_retry: None,
             draining: false,
+            control_token: cfg.control_token.clone().filter(|t| !t.is_empty()),
         };
         for addr in &cfg.listen {
             d.listen(*addr, Listener::Viewers)?;

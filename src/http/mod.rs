@@ -97,3 +97,17 @@ mod tests {
         assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n\r\n", 10), None);
     }
 }
+
+/// Compares two byte strings (secrets such as bearer tokens) in time that depends only on the
+/// longer length: every byte is looked at even after a difference, and a length mismatch still
+/// does the full work.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff: usize = a.len() ^ b.len();
+    for i in 0..n {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}

@@ -224,18 +224,7 @@ pub fn typed_address(ip: IpAddr) -> String {
     }
 }
 
-/// Compares two byte strings in time that depends only on the longer length: every byte is
-/// looked at even after a difference, and a length mismatch still does the full work.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let n = a.len().max(b.len());
-    let mut diff: usize = a.len() ^ b.len();
-    for i in 0..n {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= usize::from(x ^ y);
-    }
-    std::hint::black_box(diff) == 0
-}
+pub use crate::http::constant_time_eq;
 
 /// True when `presented` equals one of `tokens`; every token is compared (no early exit).
 pub fn token_allowed(tokens: &[String], presented: &[u8]) -> bool {
