@@ -85,8 +85,10 @@ impl Node {
         let sig = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
+            // Segments, not LL-HLS parts (which change several times per target): the media
+            // sequence and the listed duration change exactly when a segment is published.
             info.media_sequence.hash(&mut h);
-            info.uris.last().hash(&mut h);
+            info.window_ms.hash(&mut h);
             h.finish()
         };
         let changed = f.last_sig.is_some_and(|prev| prev != sig);
