@@ -148,10 +148,11 @@ fn fanout(c: &mut Criterion) {
 }
 
 /// The same segment sizes, served to N viewers from a complete object (a cache hit each, no
-/// upstream, no wake-ups per piece): what is left is the per-viewer response head and one
-/// shared reference per stored piece, written 64 slices per `user_poll_transmit`. Expectation:
-/// below the live fan-out above; still linear in pieces (256 for 4 MiB) while the store keeps
-/// 16 KiB pieces.
+/// upstream, no wake-ups per piece): what is left is parsing the viewer's request, its response
+/// head and one shared reference to the object, which the store compacted into one page-aligned
+/// buffer when it completed. Expectation: flat in segment size. Measured (1000 viewers, medians
+/// of 3 alternating runs on a loaded 2-core machine): 2.9 / 3.2 / 4.8 µs per viewer for 64 KiB /
+/// 1 MiB / 4 MiB, against 4.9 / 11.3 / 27.7 µs when the store kept the 16 KiB pieces.
 fn fanout_hit(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout_hit");
     g.measurement_time(Duration::from_secs(3));
