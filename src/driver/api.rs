@@ -285,11 +285,14 @@ pub fn stats_json(s: &Stats, d: &super::DriverCounters) -> serde_json::Value {
     v
 }
 
+/// One metric family of a per-item table: name, type, help, and how to read it from an item.
+type Family<T> = (&'static str, &'static str, &'static str, fn(&T) -> u64);
+
 /// The node's counters in the Prometheus text exposition format.
 pub fn prometheus(s: &Stats, d: &super::DriverCounters) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let per_channel: [(&str, &str, &str, fn(&crate::ChannelStats) -> u64); 15] = [
+    let per_channel: [Family<crate::ChannelStats>; 15] = [
         ("listo_viewers", "gauge", "Viewer sessions (address + user agent) active within the target duration.", |c| c.viewers),
         ("listo_peak_viewers", "gauge", "Most viewer sessions at once.", |c| c.peak_viewers),
         ("listo_viewer_seconds_total", "counter", "Viewer-seconds watched.", |c| c.viewer_seconds),
@@ -353,7 +356,7 @@ pub fn prometheus(s: &Stats, d: &super::DriverCounters) -> String {
         let _ = writeln!(out, "listo_upstream_latency_seconds_sum{{channel=\"{ch}\"}} {}", h.sum_us as f64 / 1e6);
         let _ = writeln!(out, "listo_upstream_latency_seconds_count{{channel=\"{ch}\"}} {}", h.count);
     }
-    let per_rendition: [(&str, &str, &str, fn(&crate::admin::RenditionStats) -> u64); 9] = [
+    let per_rendition: [Family<crate::admin::RenditionStats>; 9] = [
         ("listo_rendition_viewers", "gauge", "Viewer sessions of the rendition active within the target duration.", |r| r.viewers),
         ("listo_rendition_peak_viewers", "gauge", "Most viewer sessions of the rendition at once.", |r| r.peak_viewers),
         ("listo_rendition_viewer_seconds_total", "counter", "Viewer-seconds of the rendition.", |r| r.viewer_seconds),

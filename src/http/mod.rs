@@ -85,19 +85,6 @@ pub(crate) fn trim_ascii(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn header_end() {
-        assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n\r\nX", 100), Some(18));
-        assert_eq!(find_header_end(b"GET / HTTP/1.1\n\nX", 100), Some(16));
-        assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n", 100), None);
-        assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n\r\n", 10), None);
-    }
-}
-
 /// Compares two byte strings (secrets such as bearer tokens) in time that depends only on the
 /// longer length: every byte is looked at even after a difference, and a length mismatch still
 /// does the full work.
@@ -111,3 +98,17 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     }
     std::hint::black_box(diff) == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_end() {
+        assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n\r\nX", 100), Some(18));
+        assert_eq!(find_header_end(b"GET / HTTP/1.1\n\nX", 100), Some(16));
+        assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n", 100), None);
+        assert_eq!(find_header_end(b"GET / HTTP/1.1\r\n\r\n", 10), None);
+    }
+}
+
