@@ -198,6 +198,13 @@ typedef int32_t listo_err;
 typedef struct listo_node listo_node;
 
 /**
+ * A store shared by nodes (opaque). Create it with `listo_shared_new`, give it to each node
+ * with `listo_node_join_shared`, free it with `listo_shared_free` (nodes keep their own
+ * reference: free it whenever convenient).
+ */
+typedef struct listo_shared listo_shared;
+
+/**
  * Node configuration. Allocate it yourself (stack or heap), fill it with `listo_config_init`,
  * change the fields you want, pass it to `listo_node_new`. Durations are nanoseconds.
  *
@@ -610,6 +617,13 @@ typedef struct listo_channel_stats {
   uint64_t renditions;
 } listo_channel_stats;
 
+/**
+ * Called from another node's thread when this node has objects to take: make the node's own
+ * thread call `listo_node_handle_shared` soon (e.g. write to an eventfd or a pipe its poll loop
+ * watches). It must be thread-safe and must not call into the node itself.
+ */
+typedef void (*listo_wake_fn)(void *user);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -894,6 +908,38 @@ int64_t listo_node_stats_json(const struct listo_node *node, char *buf, size_t c
  * (without the NUL), or `LISTO_ERR_NULL`, or `LISTO_ERR_BUFFER_TOO_SMALL` (`cap` is 0).
  */
 int64_t listo_node_last_error(const struct listo_node *node, char *buf, size_t cap);
+
+/**
+ * Creates an empty shared store. Free it with `listo_shared_free`. Returns NULL only on an
+ * internal failure. Thread-safe.
+ */
+struct listo_shared *listo_shared_new(void);
+
+/**
+ * Drops the caller's reference to a shared store (nodes that joined it keep theirs). `shared`
+ * may be NULL (no-op). Call exactly once per `listo_shared_new`.
+ */
+void listo_shared_free(struct listo_shared *shared);
+
+/**
+ * Makes `node` share `shared` with the other nodes that joined it. All of them must be
+ * driven with `now` values from one clock and instructed with the same channel names. `wake`
+ * (with `user`) is called from other nodes' threads when this node has objects to take; see
+ * `listo_wake_fn`. Call once, before the node serves. `shared` stays owned by the caller.
+ * Returns `LISTO_OK` or `LISTO_ERR_NULL` (`node`, `shared` or `wake` NULL).
+ */
+int listo_node_join_shared(struct listo_node *node,
+                           const struct listo_shared *shared,
+                           listo_wake_fn wake,
+                           void *user);
+
+/**
+ * Takes the objects other nodes fetched for this one and answers the viewers waiting for them.
+ * Call on the node's thread after its wake callback fired (calling it more often is cheap),
+ * then drain `listo_node_poll_ready` and `listo_node_poll_connect`. Returns `LISTO_OK` or
+ * `LISTO_ERR_NULL`.
+ */
+int listo_node_handle_shared(struct listo_node *node, uint64_t now_ns);
 
 #ifdef __cplusplus
 }  // extern "C"

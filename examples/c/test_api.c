@@ -535,12 +535,91 @@ static void test_serve_through_socketpairs(void) {
     close(sv_up[1]);
 }
 
+/* Two nodes (as two worker threads would have) share one store: the second node does not fetch
+ * what the first is fetching; it is woken when the object completed and serves the same bytes. */
+static int wakes;
+static void on_wake(void *user) {
+    (*(int *)user)++;
+}
+
+static void test_shared_store(void) {
+    const char *eps[] = {"127.0.0.1:18080"};
+    const char *get = "GET /live/ch1/seg7.ts HTTP/1.1\r\nHost: node\r\n\r\n";
+    listo_instruction ins;
+    listo_shared *shared = listo_shared_new();
+    listo_node *a = new_node(), *b = new_node();
+    uint64_t now = 1000000000u, va, vb, up, id;
+    uint8_t addr[64], buf[8192];
+    size_t alen = sizeof addr;
+    int64_t n;
+    listo_conn kind;
+    char resp[512];
+    CHECK(shared != NULL && a != NULL && b != NULL);
+    if (!shared || !a || !b) return;
+    CHECK_EQ(listo_node_join_shared(NULL, shared, on_wake, &wakes), LISTO_ERR_NULL);
+    CHECK_EQ(listo_node_join_shared(a, NULL, on_wake, &wakes), LISTO_ERR_NULL);
+    CHECK_EQ(listo_node_join_shared(a, shared, NULL, &wakes), LISTO_ERR_NULL);
+    CHECK_EQ(listo_node_handle_shared(NULL, now), LISTO_ERR_NULL);
+    CHECK_EQ(listo_node_join_shared(a, shared, on_wake, &wakes), LISTO_OK);
+    CHECK_EQ(listo_node_join_shared(b, shared, on_wake, &wakes), LISTO_OK);
+    listo_shared_free(shared); /* the nodes keep their references */
+    listo_shared_free(NULL);
+    memset(&ins, 0, sizeof ins);
+    ins.size = sizeof ins;
+    ins.channel = "ch1";
+    ins.path_prefix = "/live/ch1/";
+    ins.endpoints = eps;
+    ins.endpoints_len = 1;
+    CHECK_EQ(listo_node_instruct(a, now, &ins), LISTO_OK);
+    CHECK_EQ(listo_node_instruct(b, now, &ins), LISTO_OK);
+
+    va = listo_node_viewer_open(a, now, NULL, 0);
+    vb = listo_node_viewer_open(b, now, NULL, 0);
+    CHECK_EQ(listo_node_viewer_recv(a, now, va, (const uint8_t *)get, strlen(get)), (int64_t)strlen(get));
+    CHECK_EQ(listo_node_viewer_recv(b, now, vb, (const uint8_t *)get, strlen(get)), (int64_t)strlen(get));
+    CHECK_EQ(listo_node_poll_connect(a, &up, addr, &alen), LISTO_OK);
+    alen = sizeof addr;
+    CHECK_EQ(listo_node_poll_connect(b, &id, addr, &alen), LISTO_DONE); /* b waits for a's fetch */
+
+    CHECK_EQ(listo_node_upstream_connected(a, now, up), LISTO_OK);
+    n = listo_node_upstream_poll_transmit(a, up, buf, sizeof buf);
+    CHECK(n > 0);
+    if (n > 0) CHECK_EQ(listo_node_upstream_sent(a, now, up, (size_t)n), LISTO_OK);
+    snprintf(resp, sizeof resp, "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nContent-Length: %u\r\n\r\n%s",
+             (unsigned)strlen(BODY), BODY);
+    CHECK_EQ(listo_node_upstream_recv(a, now, up, (const uint8_t *)resp, strlen(resp)), (int64_t)strlen(resp));
+    CHECK_EQ(wakes, 1); /* b was told */
+
+    CHECK_EQ(listo_node_handle_shared(b, now), LISTO_OK);
+    CHECK_EQ(listo_node_poll_ready(b, &kind, &id), LISTO_OK);
+    CHECK_EQ(kind, LISTO_CONN_VIEWER);
+    CHECK_EQ(id, vb);
+    n = listo_node_viewer_poll_transmit(b, vb, buf, sizeof buf - 1);
+    CHECK(n > (int64_t)strlen(BODY));
+    if (n > 0) {
+        buf[n] = 0;
+        CHECK(strncmp((const char *)buf, "HTTP/1.1 200 OK", 15) == 0);
+        CHECK(strstr((const char *)buf, BODY) != NULL);
+    }
+    {
+        listo_channel_stats cs;
+        cs.size = sizeof cs;
+        CHECK_EQ(listo_node_channel_stats(b, 0, &cs), LISTO_OK);
+        CHECK_EQ(cs.upstream_requests, 0);
+        CHECK_EQ(listo_node_channel_stats(a, 0, &cs), LISTO_OK);
+        CHECK_EQ(cs.upstream_requests, 1);
+    }
+    listo_node_free(a);
+    listo_node_free(b);
+}
+
 int main(void) {
     test_version_and_strerror();
     test_config_and_lifecycle();
     test_null_handle();
     test_bad_input();
     test_serve_through_socketpairs();
+    test_shared_store();
     printf("test_api: %d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }

@@ -314,6 +314,114 @@ impl Stats {
     }
 }
 
+impl LatencyHistogram {
+    /// Adds another histogram's observations.
+    pub fn merge(&mut self, o: &LatencyHistogram) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts.iter()) {
+            *a += b;
+        }
+        self.count += o.count;
+        self.sum_us = self.sum_us.saturating_add(o.sum_us);
+    }
+}
+
+fn merge_statuses(into: &mut Vec<(u16, u64)>, from: &[(u16, u64)]) {
+    for (st, n) in from {
+        match into.iter_mut().find(|(s, _)| s == st) {
+            Some((_, m)) => *m += n,
+            None => into.push((*st, *n)),
+        }
+    }
+    into.sort_unstable();
+}
+
+impl RenditionStats {
+    /// Adds another node's counters of the same rendition.
+    pub fn merge(&mut self, o: &RenditionStats) {
+        self.viewers += o.viewers;
+        self.peak_viewers += o.peak_viewers;
+        self.viewer_seconds += o.viewer_seconds;
+        self.requests += o.requests;
+        self.hits += o.hits;
+        self.coalesced += o.coalesced;
+        self.misses += o.misses;
+        self.upstream_bytes += o.upstream_bytes;
+        self.downstream_bytes += o.downstream_bytes;
+    }
+}
+
+impl ChannelStats {
+    /// Adds another node's counters of the same channel (nodes sharing a store: one per
+    /// worker). Viewers and peaks add up as sessions per node.
+    pub fn merge(&mut self, o: &ChannelStats) {
+        self.viewers += o.viewers;
+        self.peak_viewers += o.peak_viewers;
+        self.viewer_seconds += o.viewer_seconds;
+        self.viewer_connections += o.viewer_connections;
+        self.requests += o.requests;
+        self.hits += o.hits;
+        self.coalesced += o.coalesced;
+        self.misses += o.misses;
+        self.upstream_requests += o.upstream_requests;
+        self.upstream_bytes += o.upstream_bytes;
+        self.downstream_bytes += o.downstream_bytes;
+        self.upstream_failures += o.upstream_failures;
+        self.prefetches += o.prefetches;
+        self.segment_requests += o.segment_requests;
+        self.segment_hits += o.segment_hits;
+        for k in UpstreamErrorKind::ALL {
+            *self.upstream_errors.get_mut(k) += o.upstream_errors.get(k);
+        }
+        self.upstream_latency.merge(&o.upstream_latency);
+        merge_statuses(&mut self.error_responses, &o.error_responses);
+        for r in &o.renditions {
+            match self.renditions.iter_mut().find(|x| x.rendition == r.rendition) {
+                Some(x) => x.merge(r),
+                None => self.renditions.push(r.clone()),
+            }
+        }
+    }
+}
+
+impl Stats {
+    /// Adds another node's counters (nodes sharing a store, one per worker thread): channels
+    /// and endpoints by name, everything else summed.
+    pub fn merge(&mut self, o: &Stats) {
+        for c in &o.channels {
+            match self.channels.iter_mut().find(|x| x.channel == c.channel) {
+                Some(x) => x.merge(c),
+                None => self.channels.push(c.clone()),
+            }
+        }
+        for e in &o.endpoints {
+            match self.endpoints.iter_mut().find(|x| x.endpoint == e.endpoint) {
+                Some(x) => {
+                    x.healthy &= e.healthy;
+                    x.consecutive_failures = x.consecutive_failures.max(e.consecutive_failures);
+                    x.successes += e.successes;
+                    x.failures += e.failures;
+                    if x.last_error.is_empty() {
+                        x.last_error = e.last_error.clone();
+                    }
+                }
+                None => self.endpoints.push(e.clone()),
+            }
+        }
+        self.viewer_connections += o.viewer_connections;
+        self.upstream_connections += o.upstream_connections;
+        // One store's objects are in every node's index: count them once.
+        self.store_objects = self.store_objects.max(o.store_objects);
+        self.store_bytes = self.store_bytes.max(o.store_bytes);
+        self.evictions += o.evictions;
+        merge_statuses(&mut self.errors, &o.errors);
+        self.downstream_bytes += o.downstream_bytes;
+        self.slow_viewers_dropped += o.slow_viewers_dropped;
+        self.followed_playlists = self.followed_playlists.max(o.followed_playlists);
+        self.events_dropped += o.events_dropped;
+        self.draining |= o.draining;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

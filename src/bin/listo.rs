@@ -14,11 +14,13 @@ const USAGE: &str = "usage:
       part_delay_p50_ms/p99 (published → received), upstream_part_requests, distinct_parts.
   listo node --listen ADDR [--control ADDR|PORT [--control-token TOKEN | --control-token-file FILE]]
              [--admin ADDR] [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N]
-             [--cors ORIGIN|*] [--syslog HOST:PORT]
+             [--cors ORIGIN|*] [--syslog HOST:PORT] [--workers N]
       A LISTO node. Viewers connect to --listen; channels come from --channel
       and from the control port (a bare PORT binds it to 127.0.0.1; any other address needs a
       token, which requests then carry as Authorization: Bearer TOKEN). Events go to stderr as
-      RFC 5424 lines, or to --syslog (UDP).
+      RFC 5424 lines, or to --syslog (UDP). --workers N (default 1; e.g. the number of cores)
+      runs N nodes on the same ports (SO_REUSEPORT) sharing one store: an object is still
+      fetched once; the admin port adds up their counters (the others' as of up to 50 ms ago).
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
                [--verbose 1] [--ll [--part-ms MS]] [--stall-after-ms MS]
       A synthetic live HLS origin (a CDN stand-in). --ll adds low-latency HLS (EXT-X-PART parts
@@ -300,7 +302,7 @@ fn simulate(args: &[String]) -> Result<(), String> {
 #[cfg(feature = "driver")]
 mod cli_driver {
     use super::{addr, flag_pairs, number};
-    use listo::driver::{install_signal_handlers, Driver, DriverConfig, Listener};
+    use listo::driver::{install_signal_handlers, DriverConfig, Listener};
     use listo::Instruction;
 
     /// Parses `NAME=PREFIX@HOST:PORT[,HOST:PORT]`.
@@ -326,8 +328,17 @@ mod cli_driver {
 
     pub fn node(args: &[String]) -> Result<(), String> {
         let mut cfg = DriverConfig::default();
+        // One worker unless asked: with several, the admin port's counters of the other workers
+        // are snapshots up to 50 ms old.
+        let mut workers = 1;
         for (flag, v) in flag_pairs(args)? {
             match flag {
+                "--workers" => {
+                    workers = number::<usize>(flag, v)?;
+                    if !(1..=256).contains(&workers) {
+                        return Err(format!("--workers: {workers} is not between 1 and 256"));
+                    }
+                }
                 "--listen" => cfg.listen.push(addr(flag, v)?),
                 // A bare port binds the control port to loopback.
                 "--control" => cfg.control = Some(v.parse::<u16>().map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], p))).or_else(|_| addr(flag, v))?),
@@ -363,17 +374,19 @@ mod cli_driver {
         if cfg.events == listo::driver::EventSink::None {
             cfg.events = listo::driver::EventSink::Stderr;
         }
-        let driver = Driver::bind(cfg.clone()).map_err(|e| e.to_string())?;
+        let drivers = listo::driver::bind_workers(cfg.clone(), workers).map_err(|e| e.to_string())?;
         install_signal_handlers();
+        let Some(driver) = drivers.first() else { return Err("no worker".into()) };
         // The bound addresses (a port 0 in a flag shows the port actually chosen).
         eprintln!(
-            "listo node: viewers on {}{}{}; {} channel(s)",
+            "listo node: viewers on {}{}{}; {} channel(s); {} worker(s)",
             driver.local_addrs(Listener::Viewers).iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
             driver.local_addr(Listener::Control).map(|a| format!(", control on {a}")).unwrap_or_default(),
             driver.local_addr(Listener::Admin).map(|a| format!(", admin on {a}")).unwrap_or_default(),
-            cfg.instructions.len()
+            cfg.instructions.len(),
+            drivers.len()
         );
-        let counters = driver.run().map_err(|e| e.to_string())?;
+        let counters = listo::driver::run_all(drivers).map_err(|e| e.to_string())?;
         eprintln!("listo node: stopped ({} connections served)", counters.accepted);
         Ok(())
     }

@@ -218,8 +218,11 @@ impl Driver {
             ("POST", "/v1/channels") => match parse_instruction_json(&req.body) {
                 Ok(ins) => {
                     let name = ins.channel.clone();
-                    match self.node.instruct(now, ins) {
-                        Ok(()) => json(201, serde_json::json!({ "ok": true, "channel": name })),
+                    match self.node.instruct(now, ins.clone()) {
+                        Ok(()) => {
+                            self.broadcast(super::ControlMsg::Instruct(ins));
+                            json(201, serde_json::json!({ "ok": true, "channel": name }))
+                        }
                         Err(e @ Error::TooManyChannels(_)) => json_error(409, &e.to_string()),
                         Err(e) => json_error(400, &e.to_string()),
                     }
@@ -233,7 +236,10 @@ impl Driver {
             ("DELETE", p) if p.starts_with("/v1/channels/") => {
                 let name = &p["/v1/channels/".len()..];
                 match self.node.withdraw(now, name) {
-                    Ok(()) => json(200, serde_json::json!({ "ok": true, "withdrawn": name })),
+                    Ok(()) => {
+                        self.broadcast(super::ControlMsg::Withdraw(name.to_string()));
+                        json(200, serde_json::json!({ "ok": true, "withdrawn": name }))
+                    }
                     Err(e) => json_error(404, &e.to_string()),
                 }
             }
@@ -245,7 +251,11 @@ impl Driver {
     /// The admin port: `GET /metrics` (Prometheus text), `GET /v1/stats` (JSON),
     /// `GET /v1/events?since=N` (events numbered above N), `POST /v1/drain`.
     fn admin(&mut self, req: &ApiRequest) -> Vec<u8> {
-        let stats = self.node.stats();
+        let mut stats = self.node.stats();
+        // Other workers of this node (their latest snapshots).
+        for p in &self.peer_stats {
+            stats.merge(&p.lock());
+        }
         let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
         match (req.method.as_str(), path) {
             ("GET", "/v1/events") => {

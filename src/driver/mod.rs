@@ -8,6 +8,7 @@
 mod api;
 mod conn;
 mod events;
+mod workers;
 
 use std::collections::HashMap;
 use std::io;
@@ -23,6 +24,7 @@ use parking_lot::Mutex;
 use crate::{Config, ConnId, Instruction, Node, Stats};
 pub use conn::Listener;
 pub use events::{rfc3339, syslog_line, EventSink};
+pub use workers::{bind_workers, run_all, run_workers};
 use conn::Entry;
 
 /// How a driver runs.
@@ -45,6 +47,20 @@ pub struct DriverConfig {
     pub drain: Duration,
     /// Where node events are written (RFC 5424 syslog lines).
     pub events: EventSink,
+    /// Workers of one node (see [`run_workers`]): the store they share, their common clock, and
+    /// whether the viewer listeners share their ports (`SO_REUSEPORT`).
+    pub worker: Option<WorkerSetup>,
+}
+
+/// What a worker shares with the others of its node.
+#[derive(Debug, Clone)]
+pub struct WorkerSetup {
+    /// The store of all workers (single-flight across them).
+    pub store: Arc<crate::store::shared::SharedStore>,
+    /// The time base of every worker's node (`now` values must be comparable across them).
+    pub epoch: Instant,
+    /// One stop flag for all workers.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// Asks a running driver to stop (from another thread or a signal handler's flag).
@@ -133,6 +149,25 @@ pub struct Driver {
     accept_retry: Option<Instant>,
     draining: bool,
     control_token: Option<String>,
+    /// Viewer listeners share their port with other workers' (`SO_REUSEPORT`).
+    reuse_port: bool,
+    /// Workers that follow this one's control port (instructions are applied on every worker).
+    followers: Vec<(crossbeam_channel::Sender<ControlMsg>, Arc<Waker>)>,
+    /// Instructions from the worker that owns the control port.
+    inbox: Option<crossbeam_channel::Receiver<ControlMsg>>,
+    /// The other workers' counters, merged into this one's admin answers.
+    peer_stats: Vec<Arc<Mutex<Stats>>>,
+}
+
+/// An instruction forwarded from the worker with the control port to the others.
+#[derive(Debug, Clone)]
+pub(crate) enum ControlMsg {
+    /// Instruct (add or replace) a channel.
+    Instruct(Instruction),
+    /// Withdraw a channel.
+    Withdraw(String),
+    /// Start draining.
+    Drain,
 }
 
 /// How long a listener that ran out of file descriptors waits before accepting again.
@@ -168,7 +203,7 @@ impl Driver {
             upstreams: HashMap::new(),
             next_token: 1,
             start: Instant::now(),
-            stop: StopHandle { flag: Arc::new(AtomicBool::new(false)), waker },
+            stop: StopHandle { flag: cfg.worker.as_ref().map_or_else(|| Arc::new(AtomicBool::new(false)), |w| w.stop.clone()), waker },
             stats: Arc::new(Mutex::new(Stats::default())),
             local: Vec::new(),
             drain: if cfg.drain.is_zero() { Duration::from_secs(3) } else { cfg.drain },
@@ -179,7 +214,18 @@ impl Driver {
             accept_retry: None,
             draining: false,
             control_token: cfg.control_token.clone().filter(|t| !t.is_empty()),
+            reuse_port: cfg.worker.is_some(),
+            followers: Vec::new(),
+            inbox: None,
+            peer_stats: Vec::new(),
         };
+        if let Some(w) = &cfg.worker {
+            d.start = w.epoch;
+            let waker = d.stop.waker.clone();
+            d.node.join_shared(&w.store, move || {
+                let _ = waker.wake();
+            });
+        }
         for addr in &cfg.listen {
             d.listen(*addr, Listener::Viewers)?;
         }
@@ -193,7 +239,8 @@ impl Driver {
     }
 
     fn listen(&mut self, addr: SocketAddr, kind: Listener) -> io::Result<()> {
-        let mut l = TcpListener::bind(addr).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+        let bound = if self.reuse_port && kind == Listener::Viewers { workers::bind_reuse_port(addr) } else { TcpListener::bind(addr) };
+        let mut l = bound.map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
         // mio (like std) listens with a backlog of 128: an audience arriving at once (a channel
         // zap, a node restart) overflows it and the dropped SYNs wait a whole second for their
         // retransmit. Listening again on a listening socket only raises the backlog (the
@@ -239,7 +286,8 @@ impl Driver {
         self.stop.clone()
     }
 
-    /// A snapshot of the node's counters, refreshed every 250 ms while running.
+    /// A snapshot of the node's counters, refreshed every 250 ms while running (50 ms for the
+    /// workers after the first of [`run_workers`]).
     pub fn stats_handle(&self) -> Arc<Mutex<Stats>> {
         self.stats.clone()
     }
@@ -287,18 +335,29 @@ impl Driver {
                 self.event(ev.token(), ev.is_readable() || ev.is_read_closed() || ev.is_error(), ev.is_writable());
             }
             let now = self.now();
+            self.node.handle_shared(now);
+            self.follow_control(now);
             self.node.handle_timeout(now);
             self.pump();
             while let Some(e) = self.node.poll_event() {
                 self.log.record(e);
             }
             self.api_timeouts();
-            if last_stats.elapsed() >= Duration::from_millis(250) {
+            // A worker whose counters another worker's admin port reports refreshes them often.
+            let every = if self.inbox.is_some() { Duration::from_millis(50) } else { Duration::from_millis(250) };
+            if last_stats.elapsed() >= every {
                 *self.stats.lock() = self.node.stats();
                 last_stats = Instant::now();
             }
+            if self.node.is_draining() && !self.draining {
+                // Drained through the control port of another worker.
+                self.start_drain();
+            }
             let asked = self.stop.flag.load(Ordering::SeqCst) || SIGNALLED.load(Ordering::SeqCst);
             if asked && stopping.is_none() {
+                for (_, w) in &self.followers {
+                    let _ = w.wake();
+                }
                 stopping = Some(Instant::now());
                 self.start_drain();
             }
@@ -314,12 +373,39 @@ impl Driver {
         }
     }
 
+    /// Applies what the worker owning the control port forwarded.
+    fn follow_control(&mut self, now: u64) {
+        let Some(inbox) = &self.inbox else { return };
+        let msgs: Vec<ControlMsg> = inbox.try_iter().collect();
+        for m in msgs {
+            match m {
+                ControlMsg::Instruct(ins) => {
+                    let _ = self.node.instruct(now, ins);
+                }
+                ControlMsg::Withdraw(name) => {
+                    let _ = self.node.withdraw(now, &name);
+                }
+                ControlMsg::Drain => self.start_drain(),
+            }
+        }
+    }
+
+    /// Forwards a control change to the other workers.
+    pub(super) fn broadcast(&self, m: ControlMsg) {
+        for (tx, w) in &self.followers {
+            if tx.send(m.clone()).is_ok() {
+                let _ = w.wake();
+            }
+        }
+    }
+
     /// Stops accepting viewers and lets the node close connections as their responses end.
     pub(super) fn start_drain(&mut self) {
         if self.draining {
             return;
         }
         self.draining = true;
+        self.broadcast(ControlMsg::Drain);
         let now = self.now();
         self.node.drain(now);
         self.stop_accepting(Listener::Viewers);

@@ -34,6 +34,8 @@ mod admin;
 
 mod sockaddr;
 
+mod shared;
+
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +44,7 @@ pub use config::*;
 pub use conn::*;
 pub use control::*;
 pub use upstream::*;
+pub use shared::*;
 pub use viewer::*;
 
 use std::ops::{Deref, DerefMut};

@@ -55,6 +55,10 @@ impl Node {
     }
 
     fn start_fetch_with(&mut self, now: u64, obj: ObjId, channel: u64, path: String, blocking: Option<u64>) {
+        // With a store shared by several nodes, one of them fetches for all.
+        if let super::shared::Shared::Done = self.shared_claim(now, obj, channel) {
+            return;
+        }
         let Some(ch) = self.channels.by_id(channel) else { return };
         let rendition = self.store.get(obj).and_then(|o| {
             let key = &o.key.path;
@@ -361,6 +365,7 @@ impl Node {
             status,
             reason: reason.to_string(),
         });
+        self.shared_failed(obj, status);
         if let Some(o) = self.store.remove(obj) {
             self.object_failed(now, o.readers, obj, status);
         }
@@ -370,7 +375,7 @@ impl Node {
     /// Freshness of a completed object, then wakes its readers (a refreshed playlist may
     /// first wait for the segments it newly lists: see `follow`).
     /// `sent_at`: when its request went to the CDN (a playlist's content is at least that recent).
-    fn complete_object(&mut self, now: u64, id: ObjId, sent_at: u64) {
+    pub(super) fn complete_object(&mut self, now: u64, id: ObjId, sent_at: u64) {
         let Some(o) = self.store.get(id) else { return };
         let channel_alive = self.channels.by_id(o.key.channel).is_some();
         let head = o.head.as_ref();
@@ -423,6 +428,7 @@ impl Node {
                     fresh_until = at;
                 }
             }
+            self.shared_complete(id, fresh_until);
             if let Some(info) = &info {
                 if channel_alive && self.gate_playlist(now, id, info, fresh_until, &window) {
                     return;
@@ -441,6 +447,7 @@ impl Node {
             };
             let fresh_until = if channel_alive { now.saturating_add(ttl) } else { now };
             self.store.complete(id, now, fresh_until);
+            self.shared_complete(id, fresh_until);
             self.object_complete(now, id);
             self.segment_settled(now, id);
         }

@@ -177,8 +177,9 @@ impl Node {
                         }
                     }
                     self.start_fetch(now, sid, channel, upstream_path);
-                    // A fetch that failed at once (no endpoint) left nothing to wait for.
-                    self.store.get(sid).map(|_| sid)
+                    // A fetch that failed at once (no endpoint), or an object another node had
+                    // fetched already (shared store), leaves nothing to wait for.
+                    self.store.get(sid).filter(|o| o.state == crate::store::ObjState::Filling).map(|_| sid)
                 }
             };
             if let Some(sid) = seg {

@@ -11,6 +11,7 @@
 
 mod audience;
 mod renditions;
+mod shared;
 mod fetch;
 mod follow;
 mod serve;
@@ -100,6 +101,8 @@ pub struct Node {
     prefetch: follow::Prefetch,
     audience: HashMap<u64, audience::ChannelAudience>,
     renditions: HashMap<u64, renditions::ChannelRenditions>,
+    /// Membership of a store shared with other nodes, if any.
+    shared: Option<shared::Membership>,
     endpoints: BTreeMap<SocketAddr, crate::admin::EndpointStats>,
     channel_expiry: HashMap<String, u64>,
     draining: bool,
@@ -139,6 +142,7 @@ impl Node {
             prefetch: follow::Prefetch::default(),
             audience: HashMap::new(),
             renditions: HashMap::new(),
+            shared: None,
             endpoints: BTreeMap::new(),
             channel_expiry: HashMap::new(),
             draining: false,

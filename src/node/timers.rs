@@ -151,6 +151,7 @@ impl Node {
     pub(super) fn sweep(&mut self, now: u64) {
         self.timers.sweep_at = None;
         self.store.expire(now);
+        self.shared_sweep(now);
         self.enforce_budget(now);
         self.expire_channels(now);
         self.audience_tick(now);

@@ -7,6 +7,7 @@
 //! (`readers` lists the viewers to wake).
 
 mod compact;
+pub mod shared;
 
 use std::collections::HashMap;
 

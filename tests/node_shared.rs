@@ -1,0 +1,76 @@
+//! Nodes sharing one store (one node per worker thread, issue 7 item 4), in virtual time: an
+//! object is fetched once for all of them, waiters on another node get it when it completes, a
+//! failure reaches them as 502, and an object one node completed is a hit for the others.
+
+mod common;
+
+use common::*;
+use listo::store::shared::SharedStore;
+use listo::ViewerId;
+
+const TS: &str = "Content-Type: video/mp2t\r\n";
+
+fn two_nodes() -> (Harness, Harness) {
+    let store = SharedStore::new();
+    let mut a = Harness::default_node();
+    let mut b = Harness::default_node();
+    a.node.join_shared(&store, || {});
+    b.node.join_shared(&store, || {});
+    (a, b)
+}
+
+#[test]
+fn a_segment_missed_on_two_nodes_is_fetched_once_and_both_get_the_same_bytes() {
+    let (mut a, mut b) = two_nodes();
+    let body = fixture("seg_1.ts");
+    let va: Vec<ViewerId> = (0..10).map(|_| a.get("/live/ch1/seg_1.ts")).collect();
+    let vb: Vec<ViewerId> = (0..10).map(|_| b.get("/live/ch1/seg_1.ts")).collect();
+    let u = a.expect_request("/live/ch1/seg_1.ts");
+    assert!(b.try_next_request().is_none(), "the second node waits for the first's fetch");
+    assert!(b.pending_connects.is_empty());
+    a.cdn_send_pieces(u, &resp_200(&body, TS), 10_000);
+    for v in va {
+        assert!(a.response(v).body == body);
+    }
+    // The first node published it; the second takes it when its host wakes it.
+    b.node.handle_shared(b.now);
+    b.pump();
+    for v in vb {
+        let r = b.response(v);
+        assert_eq!(r.status, 200);
+        assert!(r.body == body, "same bytes on the other node");
+    }
+    assert_eq!(a.cdn_requests() + b.cdn_requests(), 1, "one upstream request for both nodes");
+    assert_eq!(b.ch("ch1").upstream_requests, 0);
+    // Later viewers on either node: hits.
+    assert!(b.fetch_through("/live/ch1/seg_1.ts", b"").body == body);
+    assert_eq!(a.cdn_requests() + b.cdn_requests(), 1);
+}
+
+#[test]
+fn an_object_one_node_completed_is_a_hit_for_the_other_without_an_upstream_request() {
+    let (mut a, mut b) = two_nodes();
+    let body = fixture("seg_2.ts");
+    assert!(a.fetch_through("/live/ch1/seg_2.ts", &resp_200(&body, TS)).body == body);
+    let r = b.fetch_through("/live/ch1/seg_2.ts", b"");
+    assert_eq!(r.status, 200);
+    assert!(r.body == body);
+    assert_eq!(b.cdn_requests(), 0);
+}
+
+#[test]
+fn a_failed_fetch_reaches_the_other_nodes_waiters_as_502_and_is_not_kept() {
+    let (mut a, mut b) = two_nodes();
+    let va = a.get("/live/ch1/seg_3.ts");
+    let vb = b.get("/live/ch1/seg_3.ts");
+    let u = a.expect_request("/live/ch1/seg_3.ts");
+    a.cdn_send(u, &resp_status(503, "Service Unavailable", b"", ""));
+    assert_eq!(a.response(va).status, 502);
+    b.node.handle_shared(b.now);
+    b.pump();
+    assert_eq!(b.response(vb).status, 502);
+    // Nothing kept: the next miss (on the other node) fetches again.
+    let _v = b.get("/live/ch1/seg_3.ts");
+    b.expect_request("/live/ch1/seg_3.ts");
+    b.assert_still_serving();
+}
