@@ -59,6 +59,7 @@ struct Upstream {
 #[derive(Clone, Copy)]
 enum Slot {
     Listener,
+    Wake,
     Viewer(ViewerId),
     Upstream(UpstreamId),
 }
@@ -76,6 +77,9 @@ pub struct Host {
     /// thread sets this false (the queue is still drained, so no event counts as dropped).
     pub log_events: bool,
     buf: Vec<u8>,
+    /// Read end of a pipe another thread writes to when this node has objects to take from a
+    /// shared store (see `share`).
+    wake_rx: Option<std::fs::File>,
 }
 
 impl Host {
@@ -93,7 +97,30 @@ impl Host {
             start: Instant::now(),
             log_events: true,
             buf: vec![0; 64 * 1024],
+            wake_rx: None,
         })
+    }
+
+    /// Makes this host's node share `store` with other hosts' nodes (one per thread): `epoch`
+    /// is the clock all of them use, and a pipe wakes this host's `poll` when another node
+    /// fetched something this one waits for.
+    pub fn share(&mut self, store: &std::sync::Arc<listo::store::shared::SharedStore>, epoch: Instant) -> io::Result<()> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two-element array it is given.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        use std::os::unix::io::FromRawFd;
+        // SAFETY: both fds were just created and are owned here.
+        let (rx, tx) = unsafe { (std::fs::File::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) };
+        self.node.join_shared(store, move || {
+            use std::io::Write;
+            // A full pipe already holds a wake-up: ignore WouldBlock.
+            let _ = (&tx).write(&[1]);
+        });
+        self.wake_rx = Some(rx);
+        self.start = epoch;
+        Ok(())
     }
 
     /// The host's monotonic clock in nanoseconds: what every `now` argument gets.
@@ -112,6 +139,9 @@ impl Host {
         };
         if let Some(l) = &self.listener {
             watch(l.as_raw_fd(), libc::POLLIN, Slot::Listener);
+        }
+        if let Some(w) = &self.wake_rx {
+            watch(w.as_raw_fd(), libc::POLLIN, Slot::Wake);
         }
         for (&v, c) in &self.viewers {
             // Always read (requests, or EOF); wait for writability only after a short write.
@@ -161,9 +191,21 @@ impl Host {
                         self.read_upstream(u);
                     }
                 }
-                Slot::Listener => {}
+                Slot::Wake if readable => {
+                    use std::io::Read;
+                    let mut sink = [0u8; 64];
+                    while let Some(Ok(n)) = self.wake_rx.as_mut().map(|w| w.read(&mut sink)) {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+                Slot::Listener | Slot::Wake => {}
             }
         }
+        // Objects another node fetched for this one (cheap when there are none).
+        let now = self.now();
+        self.node.handle_shared(now);
         // Timers: calling `handle_timeout` before the deadline is a no-op, so every turn is fine.
         let now = self.now();
         self.node.handle_timeout(now);

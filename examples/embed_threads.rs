@@ -1,4 +1,4 @@
-//! `embed_threads`: the multi-core shape available today — one [`Node`] per worker thread, each
+//! `embed_threads`: the multi-core shape — one [`Node`] per worker thread, each
 //! running `embed_poll`'s loop ([`Host`]) on its own listening socket. All workers bind the same
 //! port with `SO_REUSEPORT`, so the kernel spreads new viewer connections across them (Linux
 //! balances by connection hash; other systems may hand every connection to one worker). One
@@ -7,13 +7,12 @@
 //! logging.
 //!
 //! A `Node` is single-threaded and `Send`: build it anywhere, move it into its worker, and
-//! call it only from there. Nothing is shared between workers but the listening port, a stop
-//! flag and a request counter.
-//!
-//! **Not there yet: a store shared across workers.** Each worker has its own cache and fetches
-//! each object once, so N workers cost up to N upstream requests per object (still bounded by
-//! the number of workers, not by the number of viewers). A shared store with single-flight across
-//! workers is planned (DESIGN §4, "Threads").
+//! call it only from there. The workers share one store
+//! ([`SharedStore`](listo::store::shared::SharedStore), joined with `Node::join_shared`): the
+//! first worker to miss an object fetches it, the others wait and are woken through a pipe their
+//! `poll` watches (`Host::share`), then call `Node::handle_shared` — so an object costs one
+//! upstream request whatever the number of workers. All nodes use one clock (`now` values
+//! comparable across threads).
 //!
 //! ```sh
 //! cargo run -- origin --listen 127.0.0.1:18080 &
@@ -39,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select};
 use embed_poll::{requests, run_until, sockaddr, summary, tcp_socket, Args, Host};
+use listo::store::shared::SharedStore;
 use listo::{Config, Event, Node, Stats};
 
 /// A listener on `addr` that other sockets of this process may bind too (`SO_REUSEPORT`).
@@ -130,11 +130,15 @@ fn main() -> ExitCode {
 
     let stop = Arc::new(AtomicBool::new(false));
     let answered: Arc<Vec<AtomicU64>> = Arc::new((0..args.workers).map(|_| AtomicU64::new(0)).collect());
+    // One store for all workers (single-flight across them) and one clock.
+    let store = SharedStore::new();
+    let epoch = Instant::now();
     let mut workers = Vec::new();
     for (i, (node, listener)) in nodes.into_iter().zip(listeners).enumerate() {
-        let (stop, answered) = (stop.clone(), answered.clone());
+        let (stop, answered, store) = (stop.clone(), answered.clone(), store.clone());
         workers.push(thread::spawn(move || -> io::Result<Stats> {
             let mut host = Host::new(node, listener)?;
+            host.share(&store, epoch)?;
             host.log_events = false; // the logger thread has them
             run_until(&mut host, |h| {
                 answered[i].store(requests(&h.node.stats()), Ordering::Relaxed);

@@ -296,8 +296,8 @@ fn embed_threads_spreads_viewers_over_workers_logs_events_and_exits() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("total line {total:?} should start {prefix:?}"));
     assert_eq!(upstream, origin.counts().requests(), "the workers' upstream count is the origin's");
-    // No shared store yet: each worker fetches an object at most once.
-    assert_fetches(&origin, workers, false, t.elapsed());
+    // The workers share one store: each segment reaches the origin exactly once.
+    assert_fetches(&origin, 1, true, t.elapsed());
     eprintln!("embed_threads: {made} requests, {upstream} upstream, in {:?}", t.elapsed());
     origin.shutdown();
 }
