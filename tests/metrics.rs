@@ -10,13 +10,18 @@ use std::time::Duration;
 use listo::driver::{Driver, DriverConfig, Listener};
 use listo::Instruction;
 
-fn get(addr: SocketAddr, path: &str) -> String {
+/// One request with an empty body on a fresh connection; the whole answer as text.
+fn request(addr: SocketAddr, method: &str, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+fn get(addr: SocketAddr, path: &str) -> String {
+    request(addr, "GET", path)
 }
 
 #[test]
@@ -91,12 +96,7 @@ fn metrics_are_valid_prometheus_text() {
 }
 
 fn post(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    request(addr, "POST", path)
 }
 
 #[test]
