@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use listo::{Config, ConnId, Node, Transmit, UpTransmit, UpstreamId, ViewerId, SECOND};
 
@@ -542,7 +543,60 @@ impl Resp {
 /// next status line, or nothing). Bodies the harness serves never start with `HTTP/1.`.
 pub fn parse_responses(rx: &[u8], eof: bool) -> Result<Vec<Resp>, String> {
     let mut ctx = ParseCtx { budget: 4096, memo: std::collections::HashMap::new() };
-    parse_at(rx, 0, eof, &mut ctx)
+    let list = parse_at(rx, 0, eof, &mut ctx)?;
+    let mut out = Vec::new();
+    let mut l = &*list;
+    while let Parsed::Cons(r, next, _) = l {
+        out.push(r.clone());
+        l = next;
+    }
+    Ok(out)
+}
+
+/// The responses parsed from some position on, as a shared list: a result remembered in
+/// `ParseCtx::memo` is shared, not copied, by every reading that reaches that position
+/// (copying it made a viewer with many pipelined answers quadratic).
+enum Parsed {
+    Nil,
+    /// A response, the ones after it, and whether the last response of the list is complete.
+    Cons(Resp, Rc<Parsed>, bool),
+}
+
+impl Parsed {
+    /// The last response is complete (or there is none).
+    fn last_complete(&self) -> bool {
+        match self {
+            Parsed::Nil => true,
+            Parsed::Cons(_, _, c) => *c,
+        }
+    }
+}
+
+impl Drop for Parsed {
+    /// Iterative, so a long list does not recurse once per response.
+    fn drop(&mut self) {
+        let Parsed::Cons(_, tail, _) = self else { return };
+        let mut next = std::mem::replace(tail, Rc::new(Parsed::Nil));
+        while let Ok(mut p) = Rc::try_unwrap(next) {
+            match &mut p {
+                Parsed::Cons(_, t, _) => next = std::mem::replace(t, Rc::new(Parsed::Nil)),
+                Parsed::Nil => return,
+            }
+        }
+    }
+}
+
+/// `out` followed by `tail`.
+fn chain(out: Vec<Resp>, tail: Rc<Parsed>) -> Rc<Parsed> {
+    out.into_iter().rev().fold(tail, |tail, r| {
+        let last = if matches!(*tail, Parsed::Nil) { r.complete } else { tail.last_complete() };
+        Rc::new(Parsed::Cons(r, tail, last))
+    })
+}
+
+/// `out` alone.
+fn done(out: Vec<Resp>) -> Result<Rc<Parsed>, String> {
+    Ok(chain(out, Rc::new(Parsed::Nil)))
 }
 
 /// The search state of `parse_at`: a bound on the positions where both readings are tried, and
@@ -551,11 +605,11 @@ pub fn parse_responses(rx: &[u8], eof: bool) -> Result<Vec<Resp>, String> {
 /// "garbage" report).
 struct ParseCtx {
     budget: u32,
-    memo: std::collections::HashMap<usize, Result<Vec<Resp>, String>>,
+    memo: std::collections::HashMap<usize, Result<Rc<Parsed>, String>>,
 }
 
 /// `parse_at`, remembered per position.
-fn parse_from(rx: &[u8], pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<Vec<Resp>, String> {
+fn parse_from(rx: &[u8], pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<Rc<Parsed>, String> {
     if let Some(r) = ctx.memo.get(&pos) {
         return r.clone();
     }
@@ -567,7 +621,7 @@ fn parse_from(rx: &[u8], pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<Ve
 /// Parses responses from `pos`. Where a Content-Length head is followed by `HTTP/1.` it may
 /// be a HEAD answer or a body that starts with those bytes: both readings are tried (a bounded
 /// number of times).
-fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<Vec<Resp>, String> {
+fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<Rc<Parsed>, String> {
     let mut out = Vec::new();
     while pos < rx.len() {
         let buf = &rx[pos..];
@@ -580,7 +634,7 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                 return Err("endless response head".into());
             }
             out.push(Resp { status: 0, headers: Vec::new(), body: Vec::new(), framing: Framing::None, complete: false, head_only: false });
-            return Ok(out);
+            return done(out);
         };
         // Field values may carry obs-text (bytes >= 0x80) passed through from the CDN.
         let head_owned = String::from_utf8_lossy(&buf[..end - 4]).into_owned();
@@ -644,7 +698,7 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                         return Err("endless chunk size line".into());
                     }
                     out.push(resp);
-                    return Ok(out);
+                    return done(out);
                 };
                 let size_s = std::str::from_utf8(&rest[p..p + le]).map_err(|_| "chunk size not UTF-8".to_string())?;
                 let size = usize::from_str_radix(size_s, 16).map_err(|_| format!("bad chunk size {size_s:?}"))?;
@@ -652,7 +706,7 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                 if size == 0 {
                     if rest.len() < data_at + 2 {
                         out.push(resp);
-                        return Ok(out);
+                        return done(out);
                     }
                     if &rest[data_at..data_at + 2] != b"\r\n" {
                         return Err("last chunk not followed by CRLF".into());
@@ -664,12 +718,12 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                 if rest.len() < data_at + size {
                     resp.body.extend_from_slice(&rest[data_at..]);
                     out.push(resp);
-                    return Ok(out);
+                    return done(out);
                 }
                 resp.body.extend_from_slice(&rest[data_at..data_at + size]);
                 if rest.len() < data_at + size + 2 {
                     out.push(resp);
-                    return Ok(out);
+                    return done(out);
                 }
                 if &rest[data_at + size..data_at + size + 2] != b"\r\n" {
                     return Err("chunk data not followed by CRLF".into());
@@ -697,7 +751,7 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                 // Prefer, in order: a HEAD reading after which everything parses into complete
                 // responses; a body reading that parses; a HEAD reading that parses at all.
                 let head_alt = parse_from(rx, pos + end, eof, ctx);
-                let clean = head_alt.as_ref().is_ok_and(|v| v.last().is_none_or(|x| x.complete));
+                let clean = head_alt.as_ref().is_ok_and(|v| v.last_complete());
                 if !clean {
                     let n = n as usize;
                     let mut body = resp.clone();
@@ -705,20 +759,18 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                     if rest.len() < n {
                         body.body.extend_from_slice(rest);
                         out.push(body);
-                        return Ok(out);
+                        return done(out);
                     }
                     if let Ok(more) = parse_from(rx, pos + end + n, eof, ctx) {
                         body.body.extend_from_slice(&rest[..n]);
                         body.complete = true;
                         out.push(body);
-                        out.extend(more);
-                        return Ok(out);
+                        return Ok(chain(out, more));
                     }
                 }
                 let more = head_alt?;
                 out.push(head);
-                out.extend(more);
-                return Ok(out);
+                return Ok(chain(out, more));
             }
             Some(n) => {
                 resp.framing = Framing::Length(n);
@@ -726,7 +778,7 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                 if rest.len() < n {
                     resp.body.extend_from_slice(rest);
                     out.push(resp);
-                    return Ok(out);
+                    return done(out);
                 }
                 resp.body.extend_from_slice(&rest[..n]);
                 resp.complete = true;
@@ -752,11 +804,11 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
                 // length looks the same as an empty close-delimited body.
                 resp.head_only = eof && rest.is_empty();
                 out.push(resp);
-                return Ok(out);
+                return done(out);
             }
         }
     }
-    Ok(out)
+    done(out)
 }
 
 /// The error body the node writes for `status`.

@@ -62,3 +62,37 @@ fn one() {
     };
     f(&data);
 }
+
+/// Times every target over its corpus (seeds and whatever libFuzzer added), `LISTO_FUZZ_ROUNDS`
+/// times (default 20): `cargo test --release --test replay bench -- --ignored --nocapture`
+/// (run it under `perf record -g` to see where a target spends its time).
+#[test]
+#[ignore]
+fn bench() {
+    let rounds: usize = std::env::var("LISTO_FUZZ_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let only = std::env::var("LISTO_FUZZ_TARGET").ok();
+    let targets: [(&str, fn(&[u8])); 5] = [
+        ("viewer_stream", listo_fuzz::targets::viewer_stream),
+        ("upstream_stream", listo_fuzz::targets::upstream_stream),
+        ("playlist", listo_fuzz::targets::playlist),
+        ("control_json", listo_fuzz::targets::control_json),
+        ("node_api", listo_fuzz::targets::node_api),
+    ];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (name, f) in targets {
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(root.join("corpus").join(name)) else { continue };
+        let inputs: Vec<Vec<u8>> = entries.flatten().map(|e| e.path()).filter(|p| p.is_file()).map(|p| std::fs::read(p).unwrap()).collect();
+        let t0 = std::time::Instant::now();
+        for _ in 0..rounds {
+            for d in &inputs {
+                f(d);
+            }
+        }
+        let n = rounds * inputs.len();
+        let dt = t0.elapsed().as_secs_f64();
+        eprintln!("{name}: {n} execs in {dt:.2} s = {:.0} exec/s ({} inputs)", n as f64 / dt, inputs.len());
+    }
+}
