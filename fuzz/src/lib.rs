@@ -51,12 +51,25 @@ pub struct ViewerLog {
     pub write_limit: Option<usize>,
     /// Bytes fed to the node for this viewer.
     pub fed: usize,
+    /// `(rx.len(), closed())` when `check_parses` last parsed `rx` (which only grows).
+    pub checked: std::cell::Cell<Option<(usize, bool)>>,
 }
 
 impl ViewerLog {
     /// Gone, either way.
     pub fn closed(&self) -> bool {
         self.closed_by_node || self.closed_by_client
+    }
+
+    /// Everything received parses (`parse_responses`); skipped when nothing arrived and the
+    /// connection did not close since the last check (the same bytes parse the same way).
+    pub fn check_parses(&self) {
+        let state = (self.rx.len(), self.closed());
+        if self.checked.get() == Some(state) {
+            return;
+        }
+        parse_responses(&self.rx, self.closed()).unwrap_or_else(|e| panic!("viewer received garbage: {e}"));
+        self.checked.set(Some(state));
     }
 }
 
