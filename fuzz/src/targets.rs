@@ -128,7 +128,10 @@ pub fn viewer_stream(data: &[u8]) {
             h.serve_upstream(&answer);
         }
         if slow && !h.viewers[&v].closed() {
+            // The socket was writable: a host writes, then goes back to `poll_ready` (what the
+            // write let the node do, such as a pipelined request's fetch, is announced there).
             h.drain_viewer(v);
+            h.pump();
         }
         if i + 1 < n && step > 0 {
             h.advance(step);
@@ -141,6 +144,7 @@ pub fn viewer_stream(data: &[u8]) {
     }
     if !h.viewers[&v].closed() {
         h.drain_viewer(v);
+        h.pump();
     }
     h.check_nothing_hidden();
     check_viewer_stream_state(&h, v, payload.len());
