@@ -19,8 +19,8 @@
 #   E2E_WAITERS=50 E2E_TRIALS=5 E2E_PORT_BASE=21100 E2E_EDGES="listo nginx varnish direct"
 #   E2E_PERF=1 (perf record LISTO's first hot run -> target/e2e/perf-listo-hot.txt)
 #   E2E_NO_INSTALL=1 E2E_NO_BUILD=1
-#   E2E_LISTO_WORKERS=N (listo node --workers; default 1: waiters on another worker get an
-#   object only once it is complete, so the trickled-object figure needs one worker)
+#   E2E_LISTO_WORKERS=N (listo node --workers; default: the node's own default, one per core,
+#   like nginx's worker_processes auto)
 # Every server it starts is stopped on exit (trap), by PID.
 set -euo pipefail
 
@@ -231,7 +231,7 @@ fill() { # template -> file
 start_edge() { # name -> EDGE_PID, EDGE_PORT
     case $1 in
     listo)
-        start listo "$LISTO" node --workers "${E2E_LISTO_WORKERS:-1}" --listen "127.0.0.1:$P_LISTO" --admin "127.0.0.1:$P_ADMIN" \
+        start listo "$LISTO" node --workers "${E2E_LISTO_WORKERS:-$(nproc)}" --listen "127.0.0.1:$P_LISTO" --admin "127.0.0.1:$P_ADMIN" \
             --channel "hot=/hot/@127.0.0.1:$P_STATIC" \
             --channel "live=/live/ch0/@127.0.0.1:$P_ORIGIN" \
             --channel "trickle=/live/ch1/@127.0.0.1:$P_TRICKLE"

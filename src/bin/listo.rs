@@ -18,9 +18,10 @@ const USAGE: &str = "usage:
       A LISTO node. Viewers connect to --listen; channels come from --channel
       and from the control port (a bare PORT binds it to 127.0.0.1; any other address needs a
       token, which requests then carry as Authorization: Bearer TOKEN). Events go to stderr as
-      RFC 5424 lines, or to --syslog (UDP). --workers N (default 1; e.g. the number of cores)
-      runs N nodes on the same ports (SO_REUSEPORT) sharing one store: an object is still
-      fetched once; the admin port adds up their counters (the others' as of up to 50 ms ago).
+      RFC 5424 lines, or to --syslog (UDP). --workers N (default: the number of cores) runs N
+      nodes on the same ports (SO_REUSEPORT) sharing one store: an object is still fetched
+      once and streamed to every worker's viewers as it arrives; the admin port adds up all
+      workers' counters.
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
                [--verbose 1] [--ll [--part-ms MS]] [--stall-after-ms MS]
       A synthetic live HLS origin (a CDN stand-in). --ll adds low-latency HLS (EXT-X-PART parts
@@ -328,9 +329,8 @@ mod cli_driver {
 
     pub fn node(args: &[String]) -> Result<(), String> {
         let mut cfg = DriverConfig::default();
-        // One worker unless asked: with several, the admin port's counters of the other workers
-        // are snapshots up to 50 ms old.
-        let mut workers = 1;
+        // One worker per core unless asked.
+        let mut workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(256);
         for (flag, v) in flag_pairs(args)? {
             match flag {
                 "--workers" => {

@@ -252,10 +252,9 @@ impl Driver {
     /// `GET /v1/events?since=N` (events numbered above N), `POST /v1/drain`.
     fn admin(&mut self, req: &ApiRequest) -> Vec<u8> {
         let mut stats = self.node.stats();
-        // Other workers of this node (their latest snapshots).
-        for p in &self.peer_stats {
-            stats.merge(&p.lock());
-        }
+        let mut counters = self.counters.clone();
+        // Other workers of this node, as of now.
+        self.merge_peer_stats(&mut stats, &mut counters);
         let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
         match (req.method.as_str(), path) {
             ("GET", "/v1/events") => {
@@ -265,7 +264,7 @@ impl Driver {
                     .map(|v| v.parse::<u64>())
                     .unwrap_or(Ok(0));
                 match since {
-                    Ok(n) => json(200, self.log.since_json(n)),
+                    Ok(n) => json(200, self.log.lock().since_json(n)),
                     Err(_) => json_error(400, "since must be a non-negative integer"),
                 }
             }
@@ -275,8 +274,8 @@ impl Driver {
             }
             (_, "/v1/events") => json_error(405, "use GET"),
             (_, "/v1/drain") => json_error(405, "use POST"),
-            ("GET", "/metrics") => response(200, "text/plain; version=0.0.4; charset=utf-8", prometheus(&stats, &self.counters).as_bytes()),
-            ("GET", "/v1/stats") => json(200, stats_json(&stats, &self.counters)),
+            ("GET", "/metrics") => response(200, "text/plain; version=0.0.4; charset=utf-8", prometheus(&stats, &counters).as_bytes()),
+            ("GET", "/v1/stats") => json(200, stats_json(&stats, &counters)),
             (_, "/metrics") | (_, "/v1/stats") => json_error(405, "use GET"),
             _ => json_error(404, "no such resource; see /metrics, /v1/stats, /v1/events, /v1/drain"),
         }

@@ -8,12 +8,13 @@
 mod api;
 mod conn;
 mod events;
+mod send;
 mod workers;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -140,7 +141,8 @@ pub struct Driver {
     local: Vec<(Listener, SocketAddr)>,
     drain: Duration,
     counters: DriverCounters,
-    log: events::EventLog,
+    /// The event ring and sink (one for all workers of a node).
+    log: Arc<Mutex<events::EventLog>>,
     /// Sockets whose read or write loop stopped at its cap before `WouldBlock`: with
     /// edge-triggered readiness no new event would come, so they are served again next turn.
     again: Vec<(Token, bool, bool)>,
@@ -156,7 +158,21 @@ pub struct Driver {
     /// Instructions from the worker that owns the control port.
     inbox: Option<crossbeam_channel::Receiver<ControlMsg>>,
     /// The other workers' counters, merged into this one's admin answers.
-    peer_stats: Vec<Arc<Mutex<Stats>>>,
+    peer_stats: Vec<Peer>,
+    /// Raised by the worker with the admin port when it wants fresh counters (shared by all
+    /// workers of a node).
+    stats_wanted: Arc<AtomicU64>,
+    /// This worker's counters as of `stats_served` (what the admin worker reads of it).
+    peer: Peer,
+}
+
+/// A worker's published counters, read by the worker that owns the admin port.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    stats: Arc<Mutex<Stats>>,
+    counters: Arc<Mutex<DriverCounters>>,
+    /// The `stats_wanted` value these counters answer.
+    served: Arc<AtomicU64>,
 }
 
 /// An instruction forwarded from the worker with the control port to the others.
@@ -189,7 +205,8 @@ impl Driver {
     pub fn bind(cfg: DriverConfig) -> io::Result<Driver> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let mut node = Node::new(cfg.node.clone());
+        // A driver can sendfile large objects from their memfds (see `send`).
+        let mut node = Node::new(Config { file_backed_objects: true, ..cfg.node.clone() });
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         node.set_wall_clock(0, started_unix);
         for ins in cfg.instructions.iter().cloned() {
@@ -208,7 +225,7 @@ impl Driver {
             local: Vec::new(),
             drain: if cfg.drain.is_zero() { Duration::from_secs(3) } else { cfg.drain },
             counters: DriverCounters::default(),
-            log: events::EventLog::new(cfg.events.clone()),
+            log: Arc::new(Mutex::new(events::EventLog::new(cfg.events.clone()))),
             again: Vec::new(),
             accept_stalled: Vec::new(),
             accept_retry: None,
@@ -218,6 +235,8 @@ impl Driver {
             followers: Vec::new(),
             inbox: None,
             peer_stats: Vec::new(),
+            stats_wanted: Arc::new(AtomicU64::new(0)),
+            peer: Peer::default(),
         };
         if let Some(w) = &cfg.worker {
             d.start = w.epoch;
@@ -286,8 +305,8 @@ impl Driver {
         self.stop.clone()
     }
 
-    /// A snapshot of the node's counters, refreshed every 250 ms while running (50 ms for the
-    /// workers after the first of [`run_workers`]).
+    /// A snapshot of the node's counters, refreshed every 250 ms while running (and, for the
+    /// workers after the first of [`run_workers`], whenever the first one's admin port asks).
     pub fn stats_handle(&self) -> Arc<Mutex<Stats>> {
         self.stats.clone()
     }
@@ -339,14 +358,14 @@ impl Driver {
             self.follow_control(now);
             self.node.handle_timeout(now);
             self.pump();
-            while let Some(e) = self.node.poll_event() {
-                self.log.record(e);
-            }
+            self.record_events();
             self.api_timeouts();
-            // A worker whose counters another worker's admin port reports refreshes them often.
-            let every = if self.inbox.is_some() { Duration::from_millis(50) } else { Duration::from_millis(250) };
-            if last_stats.elapsed() >= every {
-                *self.stats.lock() = self.node.stats();
+            // A worker whose counters another worker's admin port reports publishes them when
+            // asked (so an admin answer counts everything done before it).
+            let wanted = self.stats_wanted.load(Ordering::Acquire);
+            let asked_fresh = self.inbox.is_some() && wanted > self.peer.served.load(Ordering::Relaxed);
+            if asked_fresh || last_stats.elapsed() >= Duration::from_millis(250) {
+                self.publish_stats(wanted);
                 last_stats = Instant::now();
             }
             if self.node.is_draining() && !self.draining {
@@ -366,10 +385,61 @@ impl Driver {
                 let busy = self.entries.values().any(|e| matches!(e, Entry::Viewer(c) if c.busy() || node.user_busy(c.id())));
                 if !busy || since.elapsed() >= self.drain {
                     self.stop_accepting_all();
-                    *self.stats.lock() = self.node.stats();
+                    let wanted = self.stats_wanted.load(Ordering::Acquire);
+                    self.publish_stats(wanted);
                     return Ok(self.counters);
                 }
             }
+        }
+    }
+
+    /// Moves the node's events to the log. Workers that follow another's control port skip the
+    /// channel events: every worker applies the same instructions, the log says it once.
+    fn record_events(&mut self) {
+        let follower = self.inbox.is_some();
+        let mut log = None;
+        while let Some(e) = self.node.poll_event() {
+            let replayed = matches!(
+                e,
+                crate::Event::ChannelInstructed { .. }
+                    | crate::Event::ChannelReplaced { .. }
+                    | crate::Event::ChannelWithdrawn { .. }
+                    | crate::Event::ChannelExpired { .. }
+            );
+            if !(follower && replayed) {
+                log.get_or_insert_with(|| self.log.lock()).record(e);
+            }
+        }
+    }
+
+    /// Publishes this worker's counters (for `stats_handle` and the admin worker), answering
+    /// the admin worker's request number `wanted`.
+    fn publish_stats(&self, wanted: u64) {
+        *self.stats.lock() = self.node.stats();
+        *self.peer.counters.lock() = self.counters.clone();
+        self.peer.served.store(wanted, Ordering::Release);
+    }
+
+    /// The other workers' counters, fresh: asks them to publish and waits (at most 100 ms,
+    /// typically well under one) until each has. Then adds them to `stats` and `counters`.
+    pub(super) fn merge_peer_stats(&self, stats: &mut Stats, counters: &mut DriverCounters) {
+        if self.peer_stats.is_empty() {
+            return;
+        }
+        let want = self.stats_wanted.fetch_add(1, Ordering::AcqRel) + 1;
+        for (_, w) in &self.followers {
+            let _ = w.wake();
+        }
+        let deadline = Instant::now() + Duration::from_millis(100);
+        while self.peer_stats.iter().any(|p| p.served.load(Ordering::Acquire) < want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        for p in &self.peer_stats {
+            stats.merge(&p.stats.lock());
+            let c = p.counters.lock();
+            counters.accepted += c.accepted;
+            counters.closed_by_node += c.closed_by_node;
+            counters.connect_errors += c.connect_errors;
         }
     }
 

@@ -46,7 +46,11 @@ pub fn bind_workers(cfg: DriverConfig, workers: usize) -> io::Result<Vec<Driver>
         let (tx, rx) = crossbeam_channel::unbounded();
         d.inbox = Some(rx);
         head[0].followers.push((tx, d.stop.waker.clone()));
-        head[0].peer_stats.push(d.stats.clone());
+        // One event log and one "fresh counters, please" number for all workers.
+        d.log = head[0].log.clone();
+        d.stats_wanted = head[0].stats_wanted.clone();
+        d.peer.stats = d.stats.clone();
+        head[0].peer_stats.push(d.peer.clone());
     }
     Ok(drivers)
 }

@@ -279,6 +279,7 @@ impl Node {
                         o.no_store = head.no_store;
                         o.head = Some(head);
                     }
+                    self.shared_head(id);
                     self.object_head(now, id);
                 }
                 UpEvent::Data(chunk) => {
@@ -291,6 +292,7 @@ impl Node {
                         }
                     }
                     self.store.append(id, chunk.clone());
+                    self.shared_data(id, &chunk);
                     self.object_data(now, id, chunk);
                 }
                 UpEvent::Done { reusable } => {

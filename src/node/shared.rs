@@ -1,21 +1,23 @@
 //! A node's side of a [`SharedStore`]: misses are claimed there first (single-flight across the
-//! nodes sharing it), objects this node fetched are published, and objects other nodes fetched
-//! for it arrive through its inbox (`Node::handle_shared`).
+//! nodes sharing it), the progress of objects this node fetches is passed on (head, chunks,
+//! outcome), and objects other nodes fetch for it arrive the same way through its inbox
+//! (`Node::handle_shared`): streamed to its viewers as they arrive, as if fetched here.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use bytes::Bytes;
 
 use super::Node;
-use crate::store::shared::{Claim, SharedDone, SharedKey, SharedObject, SharedStore};
+use crate::http::ResponseHead;
+use crate::store::shared::{Claim, Inbox, SharedKey, SharedMsg, SharedObject, SharedStore};
 use crate::store::ObjId;
 
 /// This node's membership of a shared store.
 pub(super) struct Membership {
     store: Arc<SharedStore>,
     me: usize,
-    inbox: Receiver<SharedDone>,
+    inbox: Inbox,
     /// Objects this node claimed and fetches: published when they complete or fail.
     claims: HashMap<ObjId, SharedKey>,
     /// Objects another node fetches for this one.
@@ -47,17 +49,25 @@ impl Node {
         self.shared = Some(Membership { store: store.clone(), me, inbox, claims: HashMap::new(), waits: HashMap::new() });
     }
 
-    /// Takes the objects other nodes fetched for this one (and their failures) and answers the
-    /// viewers waiting for them. Call when woken (see [`join_shared`](Self::join_shared)), then
-    /// drain `poll_ready` and `poll_connect`. Cheap when there is nothing.
+    /// Takes the progress of the objects other nodes fetch for this one (heads, body chunks,
+    /// completions, failures) and streams it to the viewers waiting here. Call when woken (see
+    /// [`join_shared`](Self::join_shared)), then drain `poll_ready` and `poll_connect`. Cheap
+    /// when there is nothing.
     pub fn handle_shared(&mut self, now: u64) {
         let Some(m) = self.shared.as_mut() else { return };
-        let done: Vec<SharedDone> = m.inbox.try_iter().collect();
-        for d in done {
-            let Some(id) = self.shared.as_mut().and_then(|m| m.waits.remove(&d.key)) else { continue };
-            match d.result {
-                Ok(o) => self.fill_from_shared(now, id, &o),
-                Err(status) => {
+        for ev in m.inbox.drain() {
+            let waits = self.shared.as_mut().map(|m| &mut m.waits);
+            let id = match (&ev.msg, waits) {
+                (SharedMsg::Done(_), Some(w)) => w.remove(&ev.key),
+                (_, Some(w)) => w.get(&ev.key).copied(),
+                (_, None) => None,
+            };
+            let Some(id) = id else { continue };
+            match ev.msg {
+                SharedMsg::Head(head) => self.head_from_shared(now, id, head),
+                SharedMsg::Data(chunk) => self.data_from_shared(now, id, chunk),
+                SharedMsg::Done(Ok(o)) => self.fill_from_shared(now, id, &o),
+                SharedMsg::Done(Err(status)) => {
                     if let Some(o) = self.store.remove(id) {
                         self.object_failed(now, o.readers, id, status);
                     }
@@ -79,9 +89,15 @@ impl Node {
                 }
                 Shared::Fetch
             }
-            Claim::Wait => {
+            Claim::Wait { head, body } => {
                 if let Some(m) = self.shared.as_mut() {
                     m.waits.insert(key, obj);
+                }
+                if let Some(head) = head {
+                    self.head_from_shared(now, obj, head);
+                    for chunk in body {
+                        self.data_from_shared(now, obj, chunk);
+                    }
                 }
                 Shared::Done
             }
@@ -89,6 +105,21 @@ impl Node {
                 self.fill_from_shared(now, obj, &o);
                 Shared::Done
             }
+        }
+    }
+
+    /// The upstream head of an object this node claimed arrived: pass it on.
+    pub(super) fn shared_head(&self, id: ObjId) {
+        let Some(m) = self.shared.as_ref() else { return };
+        let (Some(key), Some(head)) = (m.claims.get(&id), self.store.get(id).and_then(|o| o.head.as_ref())) else { return };
+        m.store.head(m.me, key, head);
+    }
+
+    /// A body chunk of an object this node claimed arrived: pass it on.
+    pub(super) fn shared_data(&self, id: ObjId, chunk: &Bytes) {
+        let Some(m) = self.shared.as_ref() else { return };
+        if let Some(key) = m.claims.get(&id) {
+            m.store.data(m.me, key, chunk);
         }
     }
 
@@ -127,19 +158,42 @@ impl Node {
         }
     }
 
-    /// Completes a local filling object with what another node fetched.
-    fn fill_from_shared(&mut self, now: u64, id: ObjId, o: &SharedObject) {
-        match self.store.get_mut(id) {
-            Some(obj) => {
-                obj.no_store = o.head.no_store;
-                obj.head = Some(o.head.clone());
-            }
-            None => return,
+    /// Another node got the upstream head of an object this node waits for.
+    fn head_from_shared(&mut self, now: u64, id: ObjId, head: ResponseHead) {
+        let Some(obj) = self.store.get_mut(id) else { return };
+        if obj.head.is_some() {
+            return;
         }
+        obj.no_store = head.no_store;
+        obj.head = Some(head);
         self.object_head(now, id);
-        if !o.body.is_empty() {
-            self.store.append(id, o.body.clone());
-            self.object_data(now, id, o.body.clone());
+    }
+
+    /// Another node got the next body chunk of an object this node waits for.
+    fn data_from_shared(&mut self, now: u64, id: ObjId, chunk: Bytes) {
+        if chunk.is_empty() || !self.store.get(id).is_some_and(|o| o.head.is_some()) {
+            return;
+        }
+        self.store.append(id, chunk.clone());
+        self.object_data(now, id, chunk);
+    }
+
+    /// Completes a local filling object with what another node fetched: whatever of it has not
+    /// streamed in yet, then the whole body as the fetching node holds it (one shared buffer,
+    /// not a second copy here).
+    fn fill_from_shared(&mut self, now: u64, id: ObjId, o: &SharedObject) {
+        let Some(obj) = self.store.get(id) else { return };
+        if obj.head.is_none() {
+            self.head_from_shared(now, id, o.head.clone());
+        }
+        let have = self.store.get(id).map_or(0, |obj| obj.len) as usize;
+        if let Some(rest) = o.body.get(have..).filter(|r| !r.is_empty()) {
+            self.data_from_shared(now, id, o.body.slice(have..have + rest.len()));
+        }
+        if let Some(obj) = self.store.get_mut(id) {
+            if obj.len == o.body.len() as u64 && !o.body.is_empty() {
+                obj.chunks = vec![o.body.clone()];
+            }
         }
         self.complete_object(now, id, now);
     }
