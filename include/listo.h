@@ -299,6 +299,12 @@ typedef struct listo_config {
    * string read during `listo_node_new` only (the node keeps a copy).
    */
   const char *cors_origin;
+  /**
+   * Non-zero: large completed objects live in memory-backed files (memfd, one descriptor
+   * each, at most 1024 open), so the host can `sendfile(2)` them (`listo_slice_file`).
+   * 0 (the default): the library opens no descriptors of its own.
+   */
+  int file_backed_objects;
 } listo_config;
 
 /**
@@ -754,6 +760,16 @@ int64_t listo_node_viewer_poll_transmit_slices(struct listo_node *node,
                                                uint64_t id,
                                                struct listo_slice *out,
                                                size_t cap);
+
+/**
+ * Where the bytes of `*slice` (one filled by `listo_node_viewer_poll_transmit_slices`) live in
+ * a file, for a node created with `file_backed_objects`: on `LISTO_OK`, `*fd` and `*offset`
+ * are set so `sendfile(sock, *fd, &off, slice->len)` (with `off = *offset`) sends exactly
+ * those bytes without copying them; write the slices before it first. The descriptor belongs
+ * to the node: never close it; it stays valid as long as the slice does. Returns `LISTO_OK`,
+ * `LISTO_DONE` (plain memory: write it), or `LISTO_ERR_NULL`. Thread-safe.
+ */
+int listo_slice_file(const struct listo_slice *slice, int *fd, uint64_t *offset);
 
 /**
  * The socket took `n` bytes of viewer `id`'s output (from either poll form). Returns

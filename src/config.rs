@@ -61,6 +61,11 @@ pub struct Config {
     /// `Access-Control-Allow-Origin` value added to responses whose upstream sent none
     /// (`*` or an origin); `None` passes the upstream's CORS headers through unchanged.
     pub cors_origin: Option<String>,
+    /// Compact large completed objects into memory-backed files (one descriptor each, at most
+    /// [`crate::store::MAX_FILES`]) so the host can `sendfile` them
+    /// ([`crate::store::file_of`]). Off by default: the library opens no descriptors of its own
+    /// unless asked. The reference driver turns it on.
+    pub file_backed_objects: bool,
 }
 
 impl Default for Config {
@@ -90,6 +95,7 @@ impl Default for Config {
             prefetch_segments: 3,
             gate_timeout: 2 * SECOND,
             cors_origin: None,
+            file_backed_objects: false,
         }
     }
 }

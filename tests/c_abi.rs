@@ -625,6 +625,14 @@ fn run_host_scenario(exe: &Path, wrapper: Option<&[&str]>, ip: std::net::IpAddr,
     let ch = &stats["channels"][0];
     assert_eq!(ch["upstream_requests"].as_u64(), Some(SEGMENTS as u64 + 1), "{stats}");
     assert_eq!(ch["requests"].as_u64(), Some((n * (SEGMENTS + 1)) as u64), "{stats}");
+    // Cache hits of the (file-backed) segments left by sendfile, not writev.
+    let sent_by_sendfile: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("listo_host: ")?.strip_suffix(" bytes sent by sendfile")?.parse().ok())
+        .unwrap_or_else(|| panic!("no sendfile count in the host's stderr:\n{err}"));
+    if n > 1 {
+        assert!(sent_by_sendfile >= SEGMENT_BYTES as u64, "hits went out by sendfile: {sent_by_sendfile} bytes\n{err}");
+    }
     eprintln!(
         "{n} viewers x {} objects through the C host in {elapsed:.2?}: origin requests {counts:?}; downstream {} bytes",
         SEGMENTS + 1,

@@ -1129,3 +1129,106 @@ fn control_port_with_a_token_refuses_requests_without_it_and_changes_nothing() {
     assert_eq!(status, 200);
     assert_eq!(json(&resp)["channels"][0]["channel"], "ch0");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Zero-copy: large objects leave by sendfile from a memfd
+// ---------------------------------------------------------------------------------------------
+
+/// Memfds of compacted objects this process holds (the node runs in this process).
+fn object_memfds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).filter(|l| l.to_string_lossy().contains("listo-object")).count())
+        .unwrap_or(0)
+}
+
+/// Splits `buf` into the Content-Length framed responses it holds: (status, body) each.
+fn split_responses(mut buf: &[u8]) -> Vec<(u16, Vec<u8>)> {
+    let mut out = Vec::new();
+    for _ in 0..16 {
+        let mut hs = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut hs);
+        let Ok(httparse::Status::Complete(n)) = resp.parse(buf) else { break };
+        let len: usize = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() < n + len {
+            break;
+        }
+        out.push((resp.code.unwrap_or(0), buf[n..n + len].to_vec()));
+        buf = &buf[n + len..];
+    }
+    out
+}
+
+#[test]
+fn a_large_object_leaves_by_sendfile_byte_exact_pipelined_ranged_and_to_a_slow_reader() {
+    const LEN: usize = 3 << 20;
+    let body = pattern(0x3C, LEN);
+    let origin = ScriptedOrigin::start({
+        let b = body.clone();
+        move |_path: &str, _n: u64, s: &mut TcpStream| answer_full(s, &b, false)
+    });
+    let node = TestNode::start(Config::default(), vec![channel("big", "/live/big/", origin.addr)]);
+    let memfds_before = object_memfds();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    // The miss streams it (plain memory); once complete it is compacted into a memfd.
+    let first = request(node.viewers, "GET", "/live/big/a.ts", &[]);
+    assert_eq!(first.status, 200);
+    assert!(first.body == body);
+    assert!(object_memfds() > memfds_before, "the completed object is file-backed");
+    // Hits: one after another and two pipelined on one connection, byte-exact.
+    let mut s = raw_connect(node.viewers);
+    s.write_all(b"GET /live/big/a.ts HTTP/1.1\r\nHost: n\r\n\r\nGET /live/big/a.ts HTTP/1.1\r\nHost: n\r\n\r\nHEAD /live/big/a.ts HTTP/1.1\r\nHost: n\r\n\r\n")
+        .expect("send");
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 256 << 10];
+    while split_responses(&got).len() < 2 && Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    let rs = split_responses(&got);
+    assert_eq!(rs.len(), 2, "two pipelined responses");
+    for (status, b) in &rs {
+        assert_eq!(*status, 200);
+        assert!(*b == body, "pipelined body byte-exact");
+    }
+    // A range starts inside the file (sendfile at an offset).
+    let r = request(node.viewers, "GET", "/live/big/a.ts", &[("Range", "bytes=1000-2000999")]);
+    assert_eq!(r.status, 206);
+    assert!(r.body[..] == body[1000..2_001_000], "range byte-exact");
+    // A reader with a tiny receive window makes every sendfile partial.
+    let mut slow = raw_connect(node.viewers);
+    send_get(&mut slow, "/live/big/a.ts");
+    let mut raw = Raw::default();
+    let mut small = [0u8; 8 << 10];
+    for _ in 0..100_000 {
+        if raw.complete() || Instant::now() >= deadline {
+            break;
+        }
+        match slow.read(&mut small) {
+            Ok(0) => break,
+            Ok(n) => raw.pre_head.extend_from_slice(&small[..n]),
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        if raw.pre_head.len() % (256 << 10) < (8 << 10) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        if let Some((status, b)) = split_responses(&raw.pre_head).pop() {
+            raw.status = status;
+            raw.content_length = Some(b.len());
+            raw.body = b;
+        }
+    }
+    assert!(raw.complete(), "the slow reader got the whole object");
+    assert!(raw.body == body, "slow reader byte-exact");
+    assert_eq!(origin.total(), 1, "one origin request for all of it");
+    drop(node);
+}

@@ -132,6 +132,19 @@ static void test_null_handle(void) {
     CHECK_EQ(listo_node_channel_stats(NULL, 0, &cs), LISTO_ERR_NULL);
     CHECK_EQ(listo_node_stats_json(NULL, text, sizeof text), LISTO_ERR_NULL);
     CHECK_EQ(listo_node_last_error(NULL, text, sizeof text), LISTO_ERR_NULL);
+    {
+        /* Bytes in plain memory are not in a file: write them. */
+        listo_slice plain;
+        int fd = -7;
+        uint64_t off = 7;
+        plain.ptr = buf;
+        plain.len = sizeof buf;
+        CHECK_EQ(listo_slice_file(NULL, &fd, &off), LISTO_ERR_NULL);
+        CHECK_EQ(listo_slice_file(&plain, NULL, &off), LISTO_ERR_NULL);
+        CHECK_EQ(listo_slice_file(&plain, &fd, NULL), LISTO_ERR_NULL);
+        CHECK_EQ(listo_slice_file(&plain, &fd, &off), LISTO_DONE);
+        CHECK(fd == -7 && off == 7); /* untouched */
+    }
 }
 
 static void test_bad_input(void) {

@@ -123,6 +123,9 @@ impl Driver {
                 }
             };
             let _ = stream.set_nodelay(true);
+            if kind == Listener::Viewers {
+                super::send::limit_unsent(&stream);
+            }
             let t = self.token();
             let interest = Interest::READABLE | Interest::WRITABLE;
             if self.poll.registry().register(&mut stream, t, interest).is_err() {
@@ -198,23 +201,13 @@ impl Driver {
             let id = v.id;
             let mut slices = [IoSlice::new(&[]); 64];
             let written = match self.node.user_poll_transmit(id, &mut slices) {
-                Ok(Transmit::Send(n)) => {
-                    let total: usize = slices[..n].iter().map(|s| s.len()).sum();
-                    match v.stream.write_vectored(&slices[..n]) {
-                        Ok(k) => {
-                            if k < total {
-                                v.blocked = true;
-                            }
-                            Ok(k)
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            v.blocked = true;
-                            Ok(0)
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-                        Err(e) => Err(e),
+                Ok(Transmit::Send(n)) => match super::send::send_pieces(&mut v.stream, &slices[..n]) {
+                    Ok((k, blocked)) => {
+                        v.blocked = blocked;
+                        Ok(k)
                     }
-                }
+                    Err(e) => Err(e),
+                },
                 Ok(Transmit::Close) => {
                     self.counters.closed_by_node += 1;
                     self.drop_viewer(token);

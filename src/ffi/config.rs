@@ -60,6 +60,10 @@ pub struct listo_config {
     /// sent none, or NULL to pass upstream CORS headers through unchanged. A NUL-terminated
     /// string read during `listo_node_new` only (the node keeps a copy).
     pub cors_origin: *const c_char,
+    /// Non-zero: large completed objects live in memory-backed files (memfd, one descriptor
+    /// each, at most 1024 open), so the host can `sendfile(2)` them (`listo_slice_file`).
+    /// 0 (the default): the library opens no descriptors of its own.
+    pub file_backed_objects: c_int,
 }
 
 impl listo_config {
@@ -87,6 +91,7 @@ impl listo_config {
             max_viewer_backlog: c.max_viewer_backlog,
             // A default config has none; a C string cannot borrow from `c`.
             cors_origin: std::ptr::null(),
+            file_backed_objects: c_int::from(c.file_backed_objects),
         }
     }
 
@@ -131,6 +136,7 @@ impl listo_config {
             } else {
                 Some(c_str(self.cors_origin, "cors_origin")?.to_string())
             },
+            file_backed_objects: self.file_backed_objects != 0,
             // Fields added to `Config` later keep their defaults until exposed here.
             ..Config::default()
         })

@@ -5,7 +5,7 @@ use std::os::raw::{c_int, c_void};
 
 use super::conn::{count, gather, listo_slice, out_buf, out_slices, transmit_code, SLOTS};
 use super::sockaddr::read_sockaddr;
-use super::{c_bytes, code_i64, code_int, ffi, listo_node, node_mut, LISTO_OK};
+use super::{c_bytes, code_i64, code_int, ffi, listo_node, node_mut, Fail, LISTO_DONE, LISTO_OK};
 use crate::{Error, Node, Transmit, ViewerId};
 
 fn viewer_copy(node: &Node, v: ViewerId, buf: &mut [u8]) -> Result<i64, Error> {
@@ -114,6 +114,39 @@ pub unsafe extern "C" fn listo_node_viewer_poll_transmit_slices(
         let out = h.check(out_slices(out, cap))?;
         let r = viewer_slices(&h.node, ViewerId(id), out);
         h.check(r)
+    })
+}
+
+/// Where the bytes of `*slice` (one filled by `listo_node_viewer_poll_transmit_slices`) live in
+/// a file, for a node created with `file_backed_objects`: on `LISTO_OK`, `*fd` and `*offset`
+/// are set so `sendfile(sock, *fd, &off, slice->len)` (with `off = *offset`) sends exactly
+/// those bytes without copying them; write the slices before it first. The descriptor belongs
+/// to the node: never close it; it stays valid as long as the slice does. Returns `LISTO_OK`,
+/// `LISTO_DONE` (plain memory: write it), or `LISTO_ERR_NULL`. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn listo_slice_file(slice: *const listo_slice, fd: *mut c_int, offset: *mut u64) -> c_int {
+    ffi!(code_int, {
+        if slice.is_null() || fd.is_null() || offset.is_null() {
+            return Err(Fail::null("slice, fd or offset"));
+        }
+        // SAFETY: checked non-NULL; the caller passes a slice the node filled (or any readable
+        // (ptr, len) pair: it is only compared against the node's own mappings, never read).
+        let s = unsafe { *slice };
+        if s.ptr.is_null() || s.len == 0 {
+            return Ok(LISTO_DONE);
+        }
+        let addr = s.ptr as usize;
+        match crate::store::file_range(addr, s.len) {
+            Some((f, off)) => {
+                // SAFETY: checked non-NULL; the caller owns these outputs.
+                unsafe {
+                    *fd = f;
+                    *offset = off;
+                }
+                Ok(LISTO_OK)
+            }
+            None => Ok(LISTO_DONE),
+        }
     })
 }
 

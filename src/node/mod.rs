@@ -120,7 +120,11 @@ impl Node {
             max_uri_bytes: cfg.max_uri_bytes,
         };
         Node {
-            store: Store::new(cfg.memory_budget),
+            store: {
+                let mut s = Store::new(cfg.memory_budget);
+                s.set_file_backed(cfg.file_backed_objects);
+                s
+            },
             events: EventQueue::new(cfg.event_queue),
             limits,
             cfg,

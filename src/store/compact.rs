@@ -2,9 +2,18 @@
 //! viewer), after which every viewer's response body is a single slice — one `iovec` for a
 //! `writev`, one queue entry per viewer instead of one per received piece — and starts on a page
 //! boundary, which the kernel copies into socket buffers measurably faster.
+//!
+//! When the host asks for it (`Config::file_backed_objects`), a large object is compacted into
+//! a memory-backed file (`memfd`) mapped into memory instead: the same bytes, still served as
+//! shared `Bytes`, but a host can also send them with `sendfile(2)` from that file — no copy
+//! into the socket buffer at all ([`file_of`] says where a slice lives).
 
 use std::alloc::{alloc, dealloc, Layout};
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
 
 use bytes::Bytes;
 
@@ -39,12 +48,19 @@ impl Drop for Aligned {
 }
 
 /// The pieces concatenated into one page-aligned `Bytes`; `None` when there is nothing to gain
-/// (one piece or none) or the allocation fails (the pieces then stay as they are).
-pub(super) fn concat(pieces: &[Bytes]) -> Option<Bytes> {
+/// (one piece or none) or the allocation fails (the pieces then stay as they are). With
+/// `files`, an object of at least [`FILE_MIN`] goes into a memfd (while fewer than
+/// [`MAX_FILES`] are open; else, or if that fails, into memory as usual).
+pub(super) fn concat(pieces: &[Bytes], files: bool) -> Option<Bytes> {
     if pieces.len() < 2 {
         return None;
     }
     let len: usize = pieces.iter().map(Bytes::len).sum();
+    if files && len >= FILE_MIN {
+        if let Some(b) = concat_file(pieces, len) {
+            return Some(b);
+        }
+    }
     let layout = Layout::from_size_align(len.max(1), PAGE).ok()?;
     // SAFETY: `layout` has a non-zero size.
     let ptr = NonNull::new(unsafe { alloc(layout) })?;
@@ -58,6 +74,108 @@ pub(super) fn concat(pieces: &[Bytes]) -> Option<Bytes> {
     Some(Bytes::from_owner(Aligned { ptr, len, layout }))
 }
 
+/// Objects smaller than this are not worth a file (a `sendfile` call of its own).
+pub const FILE_MIN: usize = 64 << 10;
+/// File-backed objects open at most (each holds one descriptor).
+pub const MAX_FILES: usize = 1024;
+
+/// File-backed objects open now.
+static FILES_OPEN: AtomicUsize = AtomicUsize::new(0);
+/// Every file-backed mapping: start address → (length, memfd).
+static FILES: RwLock<BTreeMap<usize, (usize, RawFd)>> = RwLock::new(BTreeMap::new());
+
+/// The file behind `bytes` (a slice of a file-backed object): its descriptor and the offset of
+/// `bytes` in it, for `sendfile(fd, &offset, bytes.len())`. `None` for bytes in plain memory.
+/// The descriptor stays open while any `Bytes` of that object is alive (e.g. the queued piece
+/// `bytes` came from), so it is valid until the host reports those bytes sent.
+pub fn file_of(bytes: &[u8]) -> Option<(RawFd, u64)> {
+    file_range(bytes.as_ptr() as usize, bytes.len())
+}
+
+/// As [`file_of`], for `len` bytes at address `at` (only compared with the mappings, never read).
+pub fn file_range(at: usize, len: usize) -> Option<(RawFd, u64)> {
+    if len == 0 {
+        return None;
+    }
+    let files = FILES.read().ok()?;
+    let (&start, &(flen, fd)) = files.range(..=at).next_back()?;
+    (at.checked_add(len)? <= start + flen).then(|| (fd, (at - start) as u64))
+}
+
+/// A memfd mapped shared into memory (the owner behind a file-backed object's `Bytes`).
+struct Mapped {
+    ptr: NonNull<u8>,
+    len: usize,
+    fd: RawFd,
+}
+
+// SAFETY: `Mapped` owns its mapping and descriptor exclusively and never mutates the mapping
+// after construction.
+unsafe impl Send for Mapped {}
+// SAFETY: shared access is read-only.
+unsafe impl Sync for Mapped {}
+
+impl AsRef<[u8]> for Mapped {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` initialized bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if let Ok(mut files) = FILES.write() {
+            files.remove(&(self.ptr.as_ptr() as usize));
+        }
+        // SAFETY: mapped and opened in `concat_file` with exactly these values; unmapped and
+        // closed once, here.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            libc::close(self.fd);
+        }
+        FILES_OPEN.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The pieces copied into a new memfd of `len` bytes, mapped; `None` if the cap is reached or
+/// a call fails (everything opened is released again).
+fn concat_file(pieces: &[Bytes], len: usize) -> Option<Bytes> {
+    if FILES_OPEN.fetch_add(1, Ordering::AcqRel) >= MAX_FILES {
+        FILES_OPEN.fetch_sub(1, Ordering::AcqRel);
+        return None;
+    }
+    let release = |fd: RawFd| {
+        if fd >= 0 {
+            // SAFETY: a descriptor this function opened and nothing else holds.
+            unsafe { libc::close(fd) };
+        }
+        FILES_OPEN.fetch_sub(1, Ordering::AcqRel);
+        None
+    };
+    // SAFETY: plain syscalls on a descriptor this function owns; the mapping is `len` bytes of
+    // a file truncated to `len`, written only before it is shared.
+    unsafe {
+        let fd = libc::memfd_create(c"listo-object".as_ptr(), libc::MFD_CLOEXEC);
+        if fd < 0 || libc::ftruncate(fd, len as libc::off_t) != 0 {
+            return release(fd);
+        }
+        let p = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0);
+        if p == libc::MAP_FAILED {
+            return release(fd);
+        }
+        let Some(ptr) = NonNull::new(p.cast::<u8>()) else { return release(fd) };
+        let mut at = 0;
+        for piece in pieces {
+            std::ptr::copy_nonoverlapping(piece.as_ptr(), ptr.as_ptr().add(at), piece.len());
+            at += piece.len();
+        }
+        if let Ok(mut files) = FILES.write() {
+            files.insert(ptr.as_ptr() as usize, (len, fd));
+        }
+        Some(Bytes::from_owner(Mapped { ptr, len, fd }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,7 +183,7 @@ mod tests {
     #[test]
     fn concatenates_in_order_on_a_page_boundary() {
         let pieces = [Bytes::from_static(b"abc"), Bytes::from(vec![b'd'; 5000]), Bytes::from_static(b"e")];
-        let one = concat(&pieces).expect("compacted");
+        let one = concat(&pieces, false).expect("compacted");
         assert_eq!(one.len(), 5004);
         assert_eq!(&one[..4], b"abcd");
         assert_eq!(one[5003], b'e');
@@ -78,7 +196,35 @@ mod tests {
 
     #[test]
     fn single_piece_is_left_alone() {
-        assert!(concat(&[Bytes::from_static(b"x")]).is_none());
-        assert!(concat(&[]).is_none());
+        assert!(concat(&[Bytes::from_static(b"x")], true).is_none());
+        assert!(concat(&[], true).is_none());
+    }
+
+    #[test]
+    fn a_large_object_is_file_backed_and_its_slices_say_where_they_are_in_the_file() {
+        let big: Vec<u8> = (0..(FILE_MIN as u32 + 5000)).map(|i| (i % 251) as u8).collect();
+        let pieces = [Bytes::copy_from_slice(&big[..1000]), Bytes::copy_from_slice(&big[1000..])];
+        let one = concat(&pieces, true).expect("compacted");
+        assert!(one[..] == big[..], "same bytes");
+        let (fd, off) = file_of(&one[100..200]).expect("file-backed");
+        assert_eq!(off, 100);
+        // The file holds the same bytes at that offset.
+        let mut buf = [0u8; 100];
+        // SAFETY: pread into a buffer of its length from a descriptor alive while `one` is.
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
+        assert_eq!(n, 100);
+        assert_eq!(&buf[..], &big[100..200]);
+        // Plain memory is not; a small object is not worth a file.
+        assert!(file_of(&big[..10]).is_none());
+        let small = concat(&[Bytes::from_static(b"ab"), Bytes::from_static(b"c")], true).expect("compacted");
+        assert!(file_of(&small).is_none());
+        // Released with its last slice: the descriptor is closed and forgotten.
+        let tail = one.slice(10..20);
+        drop(one);
+        assert!(file_of(&tail).is_some());
+        let addr = tail.as_ptr() as usize;
+        drop(tail);
+        let files = FILES.read().unwrap();
+        assert!(files.range(..=addr).next_back().is_none_or(|(&s, &(l, _))| s + l <= addr));
     }
 }

@@ -7,6 +7,7 @@
 //! (`readers` lists the viewers to wake).
 
 mod compact;
+pub use compact::{file_of, file_range, FILE_MIN, MAX_FILES};
 pub mod shared;
 
 use std::collections::HashMap;
@@ -102,12 +103,18 @@ pub struct Store {
     bytes: u64,
     budget: u64,
     evictions: u64,
+    file_backed: bool,
 }
 
 impl Store {
     /// An empty store that tries to hold at most `budget` body bytes.
     pub fn new(budget: u64) -> Self {
-        Store { objects: IdMap::default(), index: HashMap::new(), next_id: 1, bytes: 0, budget, evictions: 0 }
+        Store { objects: IdMap::default(), index: HashMap::new(), next_id: 1, bytes: 0, budget, evictions: 0, file_backed: false }
+    }
+
+    /// Compacts large completed objects into memory-backed files (see [`file_of`]).
+    pub fn set_file_backed(&mut self, on: bool) {
+        self.file_backed = on;
     }
 
     /// Body bytes the store holds (complete and filling objects).
@@ -214,7 +221,7 @@ impl Store {
                 obj.state = ObjState::Complete;
                 obj.completed_at = now;
                 if obj.len <= compact::COMPACT_MAX {
-                    if let Some(one) = compact::concat(&obj.chunks) {
+                    if let Some(one) = compact::concat(&obj.chunks, self.file_backed) {
                         obj.chunks = vec![one];
                     }
                 }
