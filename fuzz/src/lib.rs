@@ -689,7 +689,9 @@ fn parse_at(rx: &[u8], mut pos: usize, eof: bool, ctx: &mut ParseCtx) -> Result<
         }
         let rest = &buf[end..];
         let bodyless = status < 200 || status == 204 || status == 304;
-        let next_is_response = rest.is_empty() || rest.starts_with(b"HTTP/1.");
+        // What follows is a response, or the start of one that has not fully arrived (a slow
+        // socket may have delivered only "HTTP/" of the next status line so far).
+        let next_is_response = rest.starts_with(b"HTTP/1.") || b"HTTP/1.".starts_with(rest);
         if bodyless {
             if te.is_some() {
                 return Err(format!("{status} with Transfer-Encoding"));
