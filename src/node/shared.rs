@@ -127,7 +127,11 @@ impl Node {
     pub(super) fn shared_complete(&mut self, id: ObjId, fresh_until: u64) {
         let Some(m) = self.shared.as_mut() else { return };
         let Some(key) = m.claims.remove(&id) else { return };
-        let Some(o) = self.store.get(id) else { return };
+        let Some(o) = self.store.get(id) else {
+            // Dropped here (channel withdrawn, no-store): the others fetch it themselves.
+            m.store.publish(m.me, &key, Err(502));
+            return;
+        };
         let (Some(head), [body]) = (o.head.clone(), o.chunks.as_slice()) else {
             // Not compacted into one piece (too large, or empty): others fetch it themselves.
             let body = o.chunks.iter().flat_map(|c| c.iter().copied()).collect::<Vec<u8>>();

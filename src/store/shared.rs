@@ -81,7 +81,7 @@ pub enum Claim {
 
 #[derive(Debug)]
 enum Entry {
-    Filling { owner: usize, waiters: BTreeSet<usize>, head: Option<ResponseHead>, body: Vec<Bytes> },
+    Filling { owner: usize, since: u64, waiters: BTreeSet<usize>, head: Option<ResponseHead>, body: Vec<Bytes> },
     Complete(Arc<SharedObject>),
 }
 
@@ -119,6 +119,9 @@ impl Inbox {
 
 /// Objects kept complete at most (beyond it, the stalest are forgotten first).
 const MAX_COMPLETE: usize = 1 << 16;
+/// A fetch claimed this long ago and never published is presumed lost (its node dropped the
+/// object without a word): the next node to miss the object fetches it again.
+pub const STALE_FILL: u64 = 60 * crate::SECOND;
 
 /// The store several nodes share. Create it once, then give each node a handle with
 /// [`SharedStore::join`].
@@ -137,7 +140,7 @@ impl Inner {
     /// The waiters of `key` if `me` is fetching it.
     fn waiters_of(&mut self, me: usize, key: &SharedKey) -> Option<(&mut Option<ResponseHead>, &mut Vec<Bytes>, Vec<usize>)> {
         match self.entries.get_mut(key) {
-            Some(Entry::Filling { owner, waiters, head, body }) if *owner == me => {
+            Some(Entry::Filling { owner, waiters, head, body, .. }) if *owner == me => {
                 Some((head, body, waiters.iter().copied().collect()))
             }
             _ => None,
@@ -182,13 +185,17 @@ impl SharedStore {
         let mut g = self.inner.lock();
         match g.entries.get_mut(key) {
             Some(Entry::Complete(o)) if now < o.fresh_until => return Claim::Ready(o.clone()),
-            Some(Entry::Filling { owner, waiters, head, body }) if *owner != me => {
+            Some(Entry::Filling { owner, since, waiters, head, body }) if *owner != me && now.saturating_sub(*since) < STALE_FILL => {
                 waiters.insert(me);
                 return Claim::Wait { head: head.clone(), body: body.clone() };
             }
             _ => {}
         }
-        g.entries.insert(key.clone(), Entry::Filling { owner: me, waiters: BTreeSet::new(), head: None, body: Vec::new() });
+        let entry = Entry::Filling { owner: me, since: now, waiters: BTreeSet::new(), head: None, body: Vec::new() };
+        if let Some(Entry::Filling { waiters, .. }) = g.entries.insert(key.clone(), entry) {
+            // A lost fetch: its waiters get a failure (their viewers retry) rather than nothing.
+            g.tell(&waiters.into_iter().filter(|&w| w != me).collect::<Vec<_>>(), key, &SharedMsg::Done(Err(502)));
+        }
         Claim::Fetch
     }
 
@@ -224,10 +231,14 @@ impl SharedStore {
         g.tell(&waiters, key, &SharedMsg::Done(result));
     }
 
-    /// Forgets complete objects no longer fresh at `now` (and the stalest beyond the cap).
+    /// Forgets complete objects no longer fresh at `now` (and the stalest beyond the cap), and
+    /// fetches lost for twice [`STALE_FILL`].
     pub fn expire(&self, now: u64) {
         let mut g = self.inner.lock();
-        g.entries.retain(|_, e| !matches!(e, Entry::Complete(o) if o.fresh_until <= now));
+        g.entries.retain(|_, e| match e {
+            Entry::Complete(o) => o.fresh_until > now,
+            Entry::Filling { since, .. } => now.saturating_sub(*since) < 2 * STALE_FILL,
+        });
         if g.entries.len() > MAX_COMPLETE {
             let mut complete: Vec<(u64, SharedKey)> = g
                 .entries
@@ -358,5 +369,24 @@ mod tests {
         assert!(matches!(s.claim(b, &key("/y.ts"), 1), Claim::Fetch), "nothing kept: the next miss fetches");
         s.expire(1);
         assert_eq!(s.len(), 1, "the new claim stays");
+    }
+
+    #[test]
+    fn a_fetch_never_published_is_taken_over_after_stale_fill_and_its_waiters_told() {
+        let s = SharedStore::new();
+        let (a, _) = s.join(|| {});
+        let (b, rx_b) = s.join(|| {});
+        let (c, _) = s.join(|| {});
+        let k = key("/lost.ts");
+        assert!(matches!(s.claim(a, &k, 0), Claim::Fetch));
+        assert!(matches!(s.claim(b, &k, 1), Claim::Wait { .. }));
+        // a dropped it without publishing; within STALE_FILL others still wait.
+        assert!(matches!(s.claim(c, &k, STALE_FILL - 1), Claim::Wait { .. }));
+        // Past it, the next miss fetches it again, and the stuck waiter is told to give up.
+        assert!(matches!(s.claim(c, &k, STALE_FILL), Claim::Fetch));
+        assert_eq!(rx_b.drain().into_iter().next().map(done).and_then(|r| r.err()), Some(502));
+        // And an abandoned claim is forgotten eventually.
+        s.expire(3 * STALE_FILL);
+        assert!(s.is_empty());
     }
 }
