@@ -4,7 +4,6 @@
 //! something of it within the channel's target duration. Counted once a second: current and
 //! peak viewers, and viewer-seconds.
 
-use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
@@ -40,8 +39,11 @@ impl ChannelAudience {
 }
 
 /// A session key from the client's address and user agent (a connection id without address).
+/// Keyed SipHash (a random key per process): the keys index an `IdMap`, whose cheap hash is
+/// only safe for values a viewer cannot steer into collisions.
 pub(super) fn session_key(peer: Option<IpAddr>, user_agent: Option<&str>, conn: u64) -> u64 {
-    let mut h = DefaultHasher::new();
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let mut h = std::hash::BuildHasher::build_hasher(KEY.get_or_init(std::collections::hash_map::RandomState::new));
     match peer {
         Some(ip) => ip.hash(&mut h),
         None => conn.hash(&mut h),
