@@ -205,7 +205,15 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     origin.shutdown();
     let final_stats = stats.lock().clone();
 
-    let distinct: BTreeSet<&str> = reports.iter().flat_map(|r| r.segment_paths.iter().map(String::as_str)).collect();
+    // Segments the players got, and the distinct segments the origin served (the node also
+    // prefetches what is published after the players stop, which no player saw).
+    let watched: BTreeSet<&str> = reports.iter().flat_map(|r| r.segment_paths.iter().map(String::as_str)).collect();
+    let distinct: BTreeSet<&str> = counts
+        .per_path
+        .keys()
+        .map(String::as_str)
+        .filter(|p| !p.contains('?') && !p.ends_with(".m3u8") && !p.ends_with(".mpd") && (p.ends_with(".ts") || p.ends_with(".m4s")))
+        .collect();
     let mut ttfb: Vec<f64> = reports.iter().flat_map(|r| r.ttfb_ms.iter().copied()).collect();
     ttfb.sort_by(|a, b| a.total_cmp(b));
     let downstream: u64 = reports.iter().map(|r| r.bytes).sum();
@@ -221,6 +229,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
         "channels": ocfg.channels,
         "seconds": cfg.seconds,
         "distinct_segments": distinct.len(),
+        "watched_segments": watched.len(),
         "upstream_segment_requests": counts.segment_requests,
         "upstream_playlist_requests": counts.playlist_requests,
         "upstream_playlist_requests_max_per_channel": playlist_max,
