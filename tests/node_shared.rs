@@ -154,3 +154,26 @@ fn a_fetch_cut_mid_body_closes_the_other_nodes_streaming_viewers_and_is_not_kept
     b.expect_request("/live/ch1/seg_8.ts");
     b.assert_still_serving();
 }
+
+#[test]
+fn a_playlist_taken_from_another_node_goes_stale_when_it_does_there() {
+    let store = SharedStore::new();
+    let cfg = listo::Config { prefetch: false, ..listo::Config::default() };
+    let (mut a, mut b) = (Harness::new(cfg.clone()), Harness::new(cfg));
+    a.node.join_shared(&store, || {});
+    b.node.join_shared(&store, || {});
+    let path = "/live/ch1/index.m3u8";
+    let pl = playlist(10);
+    let m3u8 = "Content-Type: application/vnd.apple.mpegurl\r\n";
+    assert!(a.fetch_through(path, &resp_200(&pl, m3u8)).body == pl);
+    // Half a second later the other node serves the first node's copy.
+    b.advance(500 * MS);
+    assert!(b.fetch_through(path, b"").body == pl);
+    assert_eq!(b.cdn_requests(), 0);
+    // The first node keeps it for half a target (1 s: no max-age, no publication learned yet);
+    // so does the second: at 1.1 s it asks again (it used to keep it 1 s from when it got it).
+    b.advance(600 * MS);
+    let _v = b.get(path);
+    b.expect_request(path);
+    assert_eq!(a.cdn_requests() + b.cdn_requests(), 2, "one refresh, through the shared store");
+}

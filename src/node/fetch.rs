@@ -378,6 +378,15 @@ impl Node {
     /// first wait for the segments it newly lists: see `follow`).
     /// `sent_at`: when its request went to the CDN (a playlist's content is at least that recent).
     pub(super) fn complete_object(&mut self, now: u64, id: ObjId, sent_at: u64) {
+        self.complete_object_from(now, id, sent_at, None);
+    }
+
+    /// As [`complete_object`](Self::complete_object); `fetched_elsewhere`: the object came
+    /// from another node sharing the store, which completed it at `.0` and keeps it fresh
+    /// until `.1`. A playlist then teaches this node when the CDN published it (as if this node
+    /// had fetched it) and stays fresh exactly as long as there, so the nodes refresh it together
+    /// (once, through the shared store) instead of each on a schedule of its own.
+    pub(super) fn complete_object_from(&mut self, now: u64, id: ObjId, sent_at: u64, fetched_elsewhere: Option<(u64, u64)>) {
         let Some(o) = self.store.get(id) else { return };
         let channel_alive = self.channels.by_id(o.key.channel).is_some();
         let head = o.head.as_ref();
@@ -426,11 +435,15 @@ impl Node {
             if let (Some(info), Some(t), true) = (info.as_ref().filter(|i| i.kind == media::PlaylistKind::HlsMedia), target, channel_alive) {
                 let key = ObjectKey { channel, path: base.clone().into() };
                 // Refreshed when the CDN is expected to publish, not on a fixed TTL (which lags).
-                if let Some(at) = self.publish_aligned_refresh(&key, now, sent_at, info, t) {
+                let done_at = fetched_elsewhere.map_or(now, |(at, _)| at.min(now));
+                if let Some(at) = self.publish_aligned_refresh(&key, done_at, sent_at, info, t) {
                     fresh_until = at;
                 }
             }
-            self.shared_complete(id, fresh_until);
+            if let (Some((_, there)), true) = (fetched_elsewhere, channel_alive) {
+                fresh_until = there;
+            }
+            self.shared_complete(id, fresh_until, sent_at, now);
             if let Some(info) = &info {
                 if channel_alive && self.gate_playlist(now, id, info, fresh_until, &window) {
                     return;
@@ -449,7 +462,7 @@ impl Node {
             };
             let fresh_until = if channel_alive { now.saturating_add(ttl) } else { now };
             self.store.complete(id, now, fresh_until);
-            self.shared_complete(id, fresh_until);
+            self.shared_complete(id, fresh_until, sent_at, now);
             self.object_complete(now, id);
             self.segment_settled(now, id);
         }

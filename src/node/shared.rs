@@ -124,7 +124,7 @@ impl Node {
     }
 
     /// An object this node claimed completed: publish it (claimable until `fresh_until`).
-    pub(super) fn shared_complete(&mut self, id: ObjId, fresh_until: u64) {
+    pub(super) fn shared_complete(&mut self, id: ObjId, fresh_until: u64, sent_at: u64, completed_at: u64) {
         let Some(m) = self.shared.as_mut() else { return };
         let Some(key) = m.claims.remove(&id) else { return };
         let Some(o) = self.store.get(id) else {
@@ -136,14 +136,14 @@ impl Node {
             // Not compacted into one piece (too large, or empty): others fetch it themselves.
             let body = o.chunks.iter().flat_map(|c| c.iter().copied()).collect::<Vec<u8>>();
             if let Some(head) = o.head.clone() {
-                let obj = SharedObject { head, body: body.into(), fresh_until };
+                let obj = SharedObject { head, body: body.into(), fresh_until, sent_at, completed_at };
                 m.store.publish(m.me, &key, Ok(Arc::new(obj)));
             } else {
                 m.store.publish(m.me, &key, Err(502));
             }
             return;
         };
-        let obj = SharedObject { head, body: body.clone(), fresh_until };
+        let obj = SharedObject { head, body: body.clone(), fresh_until, sent_at, completed_at };
         m.store.publish(m.me, &key, Ok(Arc::new(obj)));
     }
 
@@ -199,6 +199,6 @@ impl Node {
                 obj.chunks = vec![o.body.clone()];
             }
         }
-        self.complete_object(now, id, now);
+        self.complete_object_from(now, id, o.sent_at, Some((o.completed_at, o.fresh_until)));
     }
 }

@@ -36,6 +36,10 @@ pub struct SharedObject {
     pub body: Bytes,
     /// Claimable until then (the fetching node's freshness).
     pub fresh_until: u64,
+    /// When the fetching node sent its request upstream (the content is at least that recent).
+    pub sent_at: u64,
+    /// When it completed there.
+    pub completed_at: u64,
 }
 
 /// What a node learns at the end of an object another node fetched: the object, or the status
@@ -288,7 +292,7 @@ mod tests {
             max_age: None,
             no_store: false,
         };
-        Arc::new(SharedObject { head, body: Bytes::from_static(b"abc"), fresh_until })
+        Arc::new(SharedObject { head, body: Bytes::from_static(b"abc"), fresh_until, sent_at: 0, completed_at: 0 })
     }
 
     fn done(ev: SharedEvent) -> SharedResult {
