@@ -104,6 +104,7 @@ fn node_with_a_bad_flag_exits_2_with_one_line() {
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--memory-mib", "lots"], &["--memory-mib", "lots"]);
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--workers", "0"], &["--workers", "0"]);
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--workers", "many"], &["--workers", "many"]);
+    assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--sendfile", "maybe"], &["--sendfile", "maybe"]);
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "stray"], &["stray"]);
     assert_usage_error(&["bogus-command"], &["bogus-command"]);
 }

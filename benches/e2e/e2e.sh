@@ -20,7 +20,8 @@
 #   E2E_PERF=1 (perf record LISTO's first hot run -> target/e2e/perf-listo-hot.txt)
 #   E2E_NO_INSTALL=1 E2E_NO_BUILD=1
 #   E2E_LISTO_WORKERS=N (listo node --workers; default: the node's own default, one per core,
-#   like nginx's worker_processes auto)
+#   like nginx's worker_processes auto); E2E_LISTO_SENDFILE=off (listo node --sendfile off:
+#   bodies copied with writev instead of sent from memfds by sendfile)
 # Every server it starts is stopped on exit (trap), by PID.
 set -euo pipefail
 
@@ -231,7 +232,7 @@ fill() { # template -> file
 start_edge() { # name -> EDGE_PID, EDGE_PORT
     case $1 in
     listo)
-        start listo "$LISTO" node --workers "${E2E_LISTO_WORKERS:-$(nproc)}" --listen "127.0.0.1:$P_LISTO" --admin "127.0.0.1:$P_ADMIN" \
+        start listo "$LISTO" node --workers "${E2E_LISTO_WORKERS:-$(nproc)}" --sendfile "${E2E_LISTO_SENDFILE:-on}" --listen "127.0.0.1:$P_LISTO" --admin "127.0.0.1:$P_ADMIN" \
             --channel "hot=/hot/@127.0.0.1:$P_STATIC" \
             --channel "live=/live/ch0/@127.0.0.1:$P_ORIGIN" \
             --channel "trickle=/live/ch1/@127.0.0.1:$P_TRICKLE"

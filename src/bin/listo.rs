@@ -14,14 +14,15 @@ const USAGE: &str = "usage:
       part_delay_p50_ms/p99 (published → received), upstream_part_requests, distinct_parts.
   listo node --listen ADDR [--control ADDR|PORT [--control-token TOKEN | --control-token-file FILE]]
              [--admin ADDR] [--channel NAME=PREFIX@HOST:PORT[,HOST:PORT]]... [--memory-mib N]
-             [--cors ORIGIN|*] [--syslog HOST:PORT] [--workers N]
+             [--cors ORIGIN|*] [--syslog HOST:PORT] [--workers N] [--sendfile on|off]
       A LISTO node. Viewers connect to --listen; channels come from --channel
       and from the control port (a bare PORT binds it to 127.0.0.1; any other address needs a
       token, which requests then carry as Authorization: Bearer TOKEN). Events go to stderr as
       RFC 5424 lines, or to --syslog (UDP). --workers N (default: the number of cores) runs N
       nodes on the same ports (SO_REUSEPORT) sharing one store: an object is still fetched
       once and streamed to every worker's viewers as it arrives; the admin port adds up all
-      workers' counters.
+      workers' counters. --sendfile off copies every body with writev (by default completed
+      objects of 64 KiB or more live in memfds and leave by sendfile, without a copy).
   listo origin --listen ADDR [--channels N] [--segment-secs S] [--latency-ms MS] [--rate-mbps R]
                [--verbose 1] [--ll [--part-ms MS]] [--stall-after-ms MS]
       A synthetic live HLS origin (a CDN stand-in). --ll adds low-latency HLS (EXT-X-PART parts
@@ -350,6 +351,13 @@ mod cli_driver {
                 "--admin" => cfg.admin = Some(addr(flag, v)?),
                 "--channel" => cfg.instructions.push(parse_channel(v)?),
                 "--memory-mib" => cfg.node.memory_budget = number::<u64>(flag, v)?.saturating_mul(1 << 20),
+                "--sendfile" => {
+                    cfg.no_sendfile = match v {
+                        "on" => false,
+                        "off" => true,
+                        _ => return Err(format!("--sendfile: {v:?} is not on or off")),
+                    }
+                }
                 "--syslog" => cfg.events = listo::driver::EventSink::Udp(addr(flag, v)?),
                 "--cors" => {
                     if v.is_empty() || v.bytes().any(|b| b <= b' ' || b == 0x7f) {

@@ -48,6 +48,10 @@ pub struct DriverConfig {
     pub drain: Duration,
     /// Where node events are written (RFC 5424 syslog lines).
     pub events: EventSink,
+    /// Copy every response body into the socket with `writev`. By default (false) large
+    /// completed objects live in memfds and leave by `sendfile(2)` without a copy
+    /// (`Config::file_backed_objects`); this turns that off (`listo node --sendfile off`).
+    pub no_sendfile: bool,
     /// Workers of one node (see [`run_workers`]): the store they share, their common clock, and
     /// whether the viewer listeners share their ports (`SO_REUSEPORT`).
     pub worker: Option<WorkerSetup>,
@@ -206,7 +210,7 @@ impl Driver {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         // A driver can sendfile large objects from their memfds (see `send`).
-        let mut node = Node::new(Config { file_backed_objects: true, ..cfg.node.clone() });
+        let mut node = Node::new(Config { file_backed_objects: !cfg.no_sendfile, ..cfg.node.clone() });
         let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         node.set_wall_clock(0, started_unix);
         for ins in cfg.instructions.iter().cloned() {
