@@ -227,4 +227,33 @@ mod tests {
         let files = FILES.read().unwrap();
         assert!(files.range(..=addr).next_back().is_none_or(|(&s, &(l, _))| s + l <= addr));
     }
+
+    #[test]
+    fn any_split_of_a_file_backed_object_reads_back_from_the_file_at_file_of_offsets() {
+        use proptest::prelude::*;
+        let cfg = ProptestConfig { cases: 24, ..ProptestConfig::default() };
+        proptest!(cfg, |(sizes in prop::collection::vec(1usize..40_000, 2..8), seed in any::<u8>(), a in any::<usize>(), b in any::<usize>())| {
+            let total: usize = sizes.iter().sum::<usize>() + FILE_MIN;
+            let data: Vec<u8> = (0..total).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+            let mut pieces = Vec::new();
+            let mut at = 0;
+            for s in sizes.iter().copied().chain(std::iter::once(FILE_MIN)) {
+                pieces.push(Bytes::copy_from_slice(&data[at..at + s]));
+                at += s;
+            }
+            let one = concat(&pieces, true).expect("compacted");
+            prop_assert!(one[..] == data[..]);
+            let (lo, hi) = { let (x, y) = (a % total, b % total); (x.min(y), x.max(y) + 1) };
+            let part = one.slice(lo..hi);
+            let (fd, off) = file_of(&part).expect("a slice of a file-backed object is in its file");
+            prop_assert_eq!(off, lo as u64);
+            let mut buf = vec![0u8; part.len()];
+            // SAFETY: pread into a buffer of its length; the descriptor lives while `one` does.
+            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), off as libc::off_t) };
+            prop_assert_eq!(n as usize, part.len());
+            prop_assert!(buf[..] == data[lo..hi]);
+            // Past the end of the object is not in it.
+            prop_assert!(file_range(one.as_ptr() as usize + lo, total - lo + 1).is_none());
+        });
+    }
 }
