@@ -175,7 +175,7 @@ impl Node {
 
     /// Another node got the next body chunk of an object this node waits for.
     fn data_from_shared(&mut self, now: u64, id: ObjId, chunk: Bytes) {
-        if chunk.is_empty() || !self.store.get(id).is_some_and(|o| o.head.is_some()) {
+        if chunk.is_empty() || self.store.get(id).is_none_or(|o| o.head.is_none()) {
             return;
         }
         self.store.append(id, chunk.clone());
