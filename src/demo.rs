@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::driver::{Driver, DriverConfig, Listener};
+use crate::driver::{bind_workers, run_all, DriverConfig, Listener};
 use crate::origin::{OriginConfig, OriginServer};
 use crate::player::{run_player, PlayerConfig, PlayerReport};
 use crate::player_ll::{part_of_path, run_ll_player, LlPlayerConfig, LlPlayerReport};
@@ -37,11 +37,14 @@ pub struct DemoConfig {
     pub live_table: bool,
     /// Low latency: an LL-HLS origin and low-latency players (part TTFB in the summary).
     pub ll: bool,
+    /// Node workers (one mio loop each, sharing one store), as `listo node --workers`.
+    pub workers: usize,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
-        DemoConfig { viewers: 200, seconds: 20, channels: 1, svg: None, live_table: true, ll: false }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(256);
+        DemoConfig { viewers: 200, seconds: 20, channels: 1, svg: None, live_table: true, ll: false, workers }
     }
 }
 
@@ -88,11 +91,20 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let instructions = (0..ocfg.channels)
         .map(|c| Instruction::new(&format!("ch{c}"), &format!("/live/ch{c}/"), origin_addr))
         .collect();
-    let driver = Driver::bind(DriverConfig { listen: vec![loopback], instructions, ..DriverConfig::default() })?;
-    let node_addr = driver.local_addr(Listener::Viewers).ok_or_else(|| io::Error::other("no listener"))?;
-    let stop = driver.stop_handle();
-    let stats = driver.stats_handle();
-    let node_thread = thread::spawn(move || driver.run());
+    let drivers = bind_workers(DriverConfig { listen: vec![loopback], instructions, ..DriverConfig::default() }, cfg.workers.max(1))?;
+    let node_addr = drivers.first().and_then(|d| d.local_addr(Listener::Viewers)).ok_or_else(|| io::Error::other("no listener"))?;
+    let stop = drivers[0].stop_handle();
+    let handles: Vec<_> = drivers.iter().map(|d| d.stats_handle()).collect();
+    // Every worker's counters, added up (each refreshed every 250 ms, and at the end).
+    let stats = move || {
+        let mut total = handles[0].lock().clone();
+        for h in &handles[1..] {
+            total.merge(&h.lock());
+        }
+        total
+    };
+    let workers = drivers.len();
+    let node_thread = thread::spawn(move || run_all(drivers));
 
     let mode = if cfg.ll {
         format!(", LL-HLS: {} parts of ~{} ms per {} s segment", ocfg.parts_per_segment(), ocfg.part_target_ms(), ocfg.segment_secs)
@@ -101,7 +113,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     };
     writeln!(
         out,
-        "listo demo: origin {origin_addr} (latency 20 ms{mode}) → node {node_addr} → {} viewers for {} s",
+        "listo demo: origin {origin_addr} (latency 20 ms{mode}) → node {node_addr} ({workers} worker(s)) → {} viewers for {} s",
         cfg.viewers, cfg.seconds
     )?;
     // The origin's clock: the instant its stream age was 0 (to within a millisecond).
@@ -156,7 +168,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let (mut last_down, mut last_up, mut last_t) = (0u64, 0u64, 0.0f64);
     while start.elapsed() < duration + Duration::from_millis(500) {
         thread::sleep(Duration::from_secs(1));
-        let s = stats.lock().clone();
+        let s = stats();
         let t = start.elapsed().as_secs_f64();
         let down: u64 = s.downstream_bytes;
         let up: u64 = s.channels.iter().map(|c| c.upstream_bytes).sum();
@@ -203,16 +215,17 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let _ = node_thread.join();
     let counts = origin.counts();
     origin.shutdown();
-    let final_stats = stats.lock().clone();
+    let final_stats = stats();
 
-    // Segments the players got, and the distinct segments the origin served (the node also
-    // prefetches what is published after the players stop, which no player saw).
+    // Segments the players got, and the distinct media paths the origin served, counted as it
+    // counts `upstream_segment_requests` (the node also prefetches what is published after the
+    // players stop, which no player saw).
     let watched: BTreeSet<&str> = reports.iter().flat_map(|r| r.segment_paths.iter().map(String::as_str)).collect();
     let distinct: BTreeSet<&str> = counts
         .per_path
         .keys()
         .map(String::as_str)
-        .filter(|p| !p.contains('?') && !p.ends_with(".m3u8") && !p.ends_with(".mpd") && (p.ends_with(".ts") || p.ends_with(".m4s")))
+        .filter(|p| crate::origin::path_kind(p) == crate::origin::PathKind::Segment)
         .collect();
     let mut ttfb: Vec<f64> = reports.iter().flat_map(|r| r.ttfb_ms.iter().copied()).collect();
     ttfb.sort_by(|a, b| a.total_cmp(b));
@@ -226,6 +239,7 @@ pub fn run(cfg: &DemoConfig, out: &mut dyn Write) -> io::Result<DemoReport> {
     let playlist_max = counts.per_path.iter().filter(|(p, _)| p.ends_with(".m3u8")).map(|(_, n)| *n).max().unwrap_or(0);
     let mut json = serde_json::json!({
         "viewers": cfg.viewers,
+        "workers": workers,
         "channels": ocfg.channels,
         "seconds": cfg.seconds,
         "distinct_segments": distinct.len(),

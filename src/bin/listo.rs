@@ -7,8 +7,9 @@ use std::time::Instant;
 use listo::sim::{self, SimConfig};
 
 const USAGE: &str = "usage:
-  listo demo [--viewers N] [--seconds S] [--channels C] [--svg FILE] [--ll]
-      Origin + node + N viewers in one process on loopback, real sockets.
+  listo demo [--viewers N] [--seconds S] [--channels C] [--svg FILE] [--ll] [--workers N]
+      Origin + node + N viewers in one process on loopback, real sockets; the node runs
+      --workers loops sharing one store (default: one per core, as listo node).
       --ll: an LL-HLS origin (1 s segments, ~333 ms parts) and low-latency players (blocking
       reloads, each part fetched once listed); the JSON adds part_ttfb_p50_ms/p99, parts,
       part_delay_p50_ms/p99 (published → received), upstream_part_requests, distinct_parts.
@@ -490,6 +491,12 @@ mod cli_driver {
                 "--seconds" => cfg.seconds = number(flag, v)?,
                 "--channels" => cfg.channels = number(flag, v)?,
                 "--svg" => cfg.svg = Some(v.into()),
+                "--workers" => {
+                    cfg.workers = number(flag, v)?;
+                    if !(1..=256).contains(&cfg.workers) {
+                        return Err(format!("--workers: {} is not between 1 and 256", cfg.workers));
+                    }
+                }
                 _ => return Err(format!("unknown flag {flag} (see listo --help)")),
             }
         }
