@@ -105,6 +105,7 @@ fn node_with_a_bad_flag_exits_2_with_one_line() {
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--workers", "0"], &["--workers", "0"]);
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--workers", "many"], &["--workers", "many"]);
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "--sendfile", "maybe"], &["--sendfile", "maybe"]);
+    assert_usage_error(&["demo", "--workers", "0"], &["--workers", "0"]);
     assert_usage_error(&["node", "--listen", "127.0.0.1:0", "stray"], &["stray"]);
     assert_usage_error(&["bogus-command"], &["bogus-command"]);
 }
@@ -256,6 +257,9 @@ fn demo_prints_json_last_with_the_simulate_keys_and_ttfb_percentiles() {
     }
     assert_eq!(num(&j, "viewers"), 20);
     assert_eq!(num(&j, "seconds"), 4);
+    // The node runs as listo node does by default: one worker per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert_eq!(num(&j, "workers"), cores.min(256), "{j}");
     assert_eq!(num(&j, "errors"), 0, "{j}");
     assert_eq!(num(&j, "corrupt"), 0, "{j}");
     assert!(num(&j, "segments_received") >= 20 * 3, "{j}");
