@@ -126,7 +126,7 @@ fn fanout(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let mut total = Duration::ZERO;
                     for _ in 0..iters {
-                        if state.as_ref().map_or(true, |f| f.seq >= RESET_EVERY) {
+                        if state.as_ref().is_none_or(|f| f.seq >= RESET_EVERY) {
                             let mut f = Fanout::new(n, size);
                             f.checked_segment();
                             state = Some(f);

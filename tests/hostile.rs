@@ -433,7 +433,7 @@ impl Honest {
                 };
                 rep.latencies.push(t.elapsed());
                 let text = String::from_utf8_lossy(&r.body).into_owned();
-                let Some(uri) = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).last() else {
+                let Some(uri) = text.lines().rfind(|l| !l.is_empty() && !l.starts_with('#')) else {
                     rep.errors.push("empty playlist".into());
                     break;
                 };
@@ -626,12 +626,12 @@ fn raise_nofile(want: u64) -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 1024;
         }
-        if (r.rlim_cur as u64) < want {
+        if r.rlim_cur < want {
             r.rlim_cur = (want as libc::rlim_t).min(r.rlim_max);
             let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &r);
             let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
@@ -864,7 +864,7 @@ fn oversized_and_malformed_heads_get_their_status_and_close() {
         ("target over 4 KiB, request line only", format!("GET {long} HTTP/1.1\r\n"), 414),
         ("target over 8 KiB, no line end", format!("GET /live/ch0/{}", "a".repeat(9000)), 414),
         ("NUL first", "\0GET / HTTP/1.1\r\nHost: n\r\n\r\n".to_string(), 400),
-        ("control byte in the target", format!("GET /live/ch0/\x01.ts HTTP/1.1\r\nHost: n\r\n\r\n"), 400),
+        ("control byte in the target", "GET /live/ch0/\x01.ts HTTP/1.1\r\nHost: n\r\n\r\n".to_string(), 400),
         ("only CRLFs", "\r\n".repeat(20), 400),
         (
             "TLS ClientHello",
@@ -886,7 +886,7 @@ fn oversized_and_malformed_heads_get_their_status_and_close() {
     for _ in 0..20 {
         let mut s = connect(env.node.viewers);
         let mut head = format!("GET {seg} HTTP/1.1\r\nHost: n\r\n").into_bytes();
-        head.extend(std::iter::repeat(b'x').take(256 * 1024));
+        head.extend(std::iter::repeat_n(b'x', 256 * 1024));
         let _ = s.write_all(&head);
         socks.push(s);
     }
@@ -920,6 +920,8 @@ fn slowloris_heads_get_408_and_close_at_the_head_timeout() {
     let req_bytes = format!("GET {} HTTP/1.1\r\nHost: n\r\nUser-Agent: slowloris\r\nX-Pad: {}\r\n\r\n", media_path(0, 0), "p".repeat(64));
     let req_bytes = req_bytes.as_bytes();
     let n = 20;
+    // (socket, first byte sent at, closed at, bytes read, closed)
+    #[allow(clippy::type_complexity)]
     let mut socks: Vec<(TcpStream, Instant, Option<Instant>, Vec<u8>, bool)> = (0..n)
         .map(|_| {
             let s = connect(env.node.viewers);

@@ -50,8 +50,7 @@ fn request(node: &mut Node, now: u64, peer: SocketAddr, ua: &str, path: &str) {
 
 #[test]
 fn viewers_are_players_not_connections() {
-    let mut cfg = Config::default();
-    cfg.prefetch = false;
+    let cfg = Config { prefetch: false, ..Config::default() };
     let mut node = Node::new(cfg);
     node.instruct(0, Instruction::new("ch1", "/live/ch1/", "127.0.0.1:18080".parse().unwrap())).unwrap();
     // 5 players, each opening a new connection (new source port) for every segment.

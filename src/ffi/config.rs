@@ -203,7 +203,7 @@ pub unsafe extern "C" fn listo_node_free(node: *mut listo_node) {
 /// it). Thread-safe. Compare with the header's `LISTO_VERSION_MAJOR/MINOR/PATCH`.
 #[no_mangle]
 pub extern "C" fn listo_version() -> *const c_char {
-    ffi!(|_| "\0".as_ptr() as *const c_char, { Ok(concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char) })
+    ffi!(|_| c"".as_ptr(), { Ok(concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char) })
 }
 
 /// A static English description of any return code (`LISTO_OK`, a count, `LISTO_DONE`,
@@ -211,7 +211,7 @@ pub extern "C" fn listo_version() -> *const c_char {
 /// Thread-safe.
 #[no_mangle]
 pub extern "C" fn listo_strerror(code: c_int) -> *const c_char {
-    ffi!(|_| "unknown error code\0".as_ptr() as *const c_char, { Ok(strerror(code).as_ptr() as *const c_char) })
+    ffi!(|_| c"unknown error code".as_ptr(), { Ok(strerror(code).as_ptr() as *const c_char) })
 }
 
 pub(crate) fn strerror(code: c_int) -> &'static str {

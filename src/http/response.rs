@@ -273,7 +273,7 @@ mod tests {
         assert_eq!(h.body, BodyKind::UntilClose);
         assert!(!h.keep_alive);
         assert_eq!(p("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n").body, BodyKind::Empty);
-        assert!(p("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").keep_alive == false);
+        assert!(!p("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n").keep_alive);
         assert!(p("HTTP/1.1 200 OK\r\nCache-Control: no-store\r\nContent-Length: 1\r\n\r\n").no_store);
         let both = p("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
         assert_eq!(both.body, BodyKind::Chunked);

@@ -337,7 +337,7 @@ pub(crate) fn parse(body: &[u8]) -> Result<PlaylistInfo, MediaError> {
     let doc = read_doc(&text)?;
     let mpd = 0;
 
-    let ended = doc.attr(mpd, "type").map_or(true, |t| t.trim() == "static");
+    let ended = doc.attr(mpd, "type").is_none_or(|t| t.trim() == "static");
     let duration_attr = |name: &'static str| -> Result<Option<u64>, MediaError> {
         match doc.attr(mpd, name) {
             None => Ok(None),
