@@ -141,7 +141,6 @@ pub struct Driver {
     next_token: usize,
     start: Instant,
     stop: StopHandle,
-    stats: Arc<Mutex<Stats>>,
     local: Vec<(Listener, SocketAddr)>,
     drain: Duration,
     counters: DriverCounters,
@@ -166,7 +165,7 @@ pub struct Driver {
     /// Raised by the worker with the admin port when it wants fresh counters (shared by all
     /// workers of a node).
     stats_wanted: Arc<AtomicU64>,
-    /// This worker's counters as of `stats_served` (what the admin worker reads of it).
+    /// This worker's published counters (`stats_handle`, and what the admin worker reads).
     peer: Peer,
 }
 
@@ -204,6 +203,15 @@ pub struct DriverCounters {
     pub connect_errors: u64,
 }
 
+impl DriverCounters {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, other: &DriverCounters) {
+        self.accepted += other.accepted;
+        self.closed_by_node += other.closed_by_node;
+        self.connect_errors += other.connect_errors;
+    }
+}
+
 impl Driver {
     /// Binds every listener (a port in use fails here) and instructs the static channels.
     pub fn bind(cfg: DriverConfig) -> io::Result<Driver> {
@@ -225,7 +233,6 @@ impl Driver {
             next_token: 1,
             start: Instant::now(),
             stop: StopHandle { flag: cfg.worker.as_ref().map_or_else(|| Arc::new(AtomicBool::new(false)), |w| w.stop.clone()), waker },
-            stats: Arc::new(Mutex::new(Stats::default())),
             local: Vec::new(),
             drain: if cfg.drain.is_zero() { Duration::from_secs(3) } else { cfg.drain },
             counters: DriverCounters::default(),
@@ -312,7 +319,7 @@ impl Driver {
     /// A snapshot of the node's counters, refreshed every 250 ms while running (and, for the
     /// workers after the first of [`run_workers`], whenever the first one's admin port asks).
     pub fn stats_handle(&self) -> Arc<Mutex<Stats>> {
-        self.stats.clone()
+        self.peer.stats.clone()
     }
 
     fn now(&self) -> u64 {
@@ -419,7 +426,7 @@ impl Driver {
     /// Publishes this worker's counters (for `stats_handle` and the admin worker), answering
     /// the admin worker's request number `wanted`.
     fn publish_stats(&self, wanted: u64) {
-        *self.stats.lock() = self.node.stats();
+        *self.peer.stats.lock() = self.node.stats();
         *self.peer.counters.lock() = self.counters.clone();
         self.peer.served.store(wanted, Ordering::Release);
     }
@@ -440,10 +447,7 @@ impl Driver {
         }
         for p in &self.peer_stats {
             stats.merge(&p.stats.lock());
-            let c = p.counters.lock();
-            counters.accepted += c.accepted;
-            counters.closed_by_node += c.closed_by_node;
-            counters.connect_errors += c.connect_errors;
+            counters.add(&p.counters.lock());
         }
     }
 

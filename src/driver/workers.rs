@@ -49,7 +49,6 @@ pub fn bind_workers(cfg: DriverConfig, workers: usize) -> io::Result<Vec<Driver>
         // One event log and one "fresh counters, please" number for all workers.
         d.log = head[0].log.clone();
         d.stats_wanted = head[0].stats_wanted.clone();
-        d.peer.stats = d.stats.clone();
         head[0].peer_stats.push(d.peer.clone());
     }
     Ok(drivers)
@@ -69,9 +68,7 @@ pub fn run_all(mut drivers: Vec<Driver>) -> io::Result<DriverCounters> {
     let mut total = first.run()?;
     for t in threads {
         if let Ok(Ok(c)) = t.join() {
-            total.accepted += c.accepted;
-            total.closed_by_node += c.closed_by_node;
-            total.connect_errors += c.connect_errors;
+            total.add(&c);
         }
     }
     Ok(total)

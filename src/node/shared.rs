@@ -191,8 +191,8 @@ impl Node {
             self.head_from_shared(now, id, o.head.clone());
         }
         let have = self.store.get(id).map_or(0, |obj| obj.len) as usize;
-        if let Some(rest) = o.body.get(have..).filter(|r| !r.is_empty()) {
-            self.data_from_shared(now, id, o.body.slice(have..have + rest.len()));
+        if have < o.body.len() {
+            self.data_from_shared(now, id, o.body.slice(have..));
         }
         if let Some(obj) = self.store.get_mut(id) {
             if obj.len == o.body.len() as u64 && !o.body.is_empty() {

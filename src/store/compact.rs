@@ -21,29 +21,66 @@ use bytes::Bytes;
 pub(super) const COMPACT_MAX: u64 = 64 << 20;
 const PAGE: usize = 4096;
 
-/// An owned, page-aligned byte buffer (the owner behind a compacted object's `Bytes`).
-struct Aligned {
-    ptr: NonNull<u8>,
-    len: usize,
-    layout: Layout,
+/// What owns a compacted object's bytes and how they are released.
+enum Backing {
+    /// Heap memory allocated with this layout.
+    Heap(Layout),
+    /// A memfd mapped shared; the descriptor is listed in [`FILES`] while the mapping lives.
+    File(RawFd),
 }
 
-// SAFETY: `Aligned` owns its allocation exclusively and never mutates it after construction.
-unsafe impl Send for Aligned {}
-// SAFETY: shared access is read-only.
-unsafe impl Sync for Aligned {}
+/// An owned, page-aligned, read-only byte buffer (the owner behind a compacted object's
+/// `Bytes`): heap memory or a mapped memfd.
+struct Owned {
+    ptr: NonNull<u8>,
+    len: usize,
+    backing: Backing,
+}
 
-impl AsRef<[u8]> for Aligned {
+// SAFETY: `Owned` owns its allocation or mapping (and descriptor) exclusively and never mutates
+// it after construction.
+unsafe impl Send for Owned {}
+// SAFETY: shared access is read-only.
+unsafe impl Sync for Owned {}
+
+impl AsRef<[u8]> for Owned {
     fn as_ref(&self) -> &[u8] {
         // SAFETY: `ptr` points to `len` initialized bytes owned by `self`.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
-impl Drop for Aligned {
+impl Drop for Owned {
     fn drop(&mut self) {
-        // SAFETY: allocated in `concat` with exactly this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) }
+        match self.backing {
+            // SAFETY: allocated in `concat_heap` with exactly this layout.
+            Backing::Heap(layout) => unsafe { dealloc(self.ptr.as_ptr(), layout) },
+            Backing::File(fd) => {
+                if let Ok(mut files) = FILES.write() {
+                    files.remove(&(self.ptr.as_ptr() as usize));
+                }
+                // SAFETY: mapped and opened in `concat_file` with exactly these values;
+                // unmapped and closed once, here.
+                unsafe {
+                    libc::munmap(self.ptr.as_ptr().cast(), self.len);
+                    libc::close(fd);
+                }
+                FILES_OPEN.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Copies the pieces, in order, to `dst`.
+///
+/// # Safety
+/// `dst` is writable for the pieces' total length and overlaps none of them.
+unsafe fn copy_pieces(pieces: &[Bytes], dst: NonNull<u8>) {
+    let mut at = 0;
+    for p in pieces {
+        // SAFETY: within the caller's guarantee.
+        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), dst.as_ptr().add(at), p.len()) };
+        at += p.len();
     }
 }
 
@@ -61,17 +98,17 @@ pub(super) fn concat(pieces: &[Bytes], files: bool) -> Option<Bytes> {
             return Some(b);
         }
     }
+    concat_heap(pieces, len)
+}
+
+/// The pieces copied into one page-aligned heap buffer of `len` bytes.
+fn concat_heap(pieces: &[Bytes], len: usize) -> Option<Bytes> {
     let layout = Layout::from_size_align(len.max(1), PAGE).ok()?;
     // SAFETY: `layout` has a non-zero size.
     let ptr = NonNull::new(unsafe { alloc(layout) })?;
-    let mut at = 0;
-    for p in pieces {
-        // SAFETY: the destination has room for `len` bytes in all; source and destination do
-        // not overlap (a fresh allocation).
-        unsafe { std::ptr::copy_nonoverlapping(p.as_ptr(), ptr.as_ptr().add(at), p.len()) };
-        at += p.len();
-    }
-    Some(Bytes::from_owner(Aligned { ptr, len, layout }))
+    // SAFETY: a fresh allocation of at least `len` bytes.
+    unsafe { copy_pieces(pieces, ptr) };
+    Some(Bytes::from_owner(Owned { ptr, len, backing: Backing::Heap(layout) }))
 }
 
 /// Objects smaller than this are not worth a file (a `sendfile` call of its own).
@@ -102,41 +139,6 @@ pub fn file_range(at: usize, len: usize) -> Option<(RawFd, u64)> {
     (at.checked_add(len)? <= start + flen).then(|| (fd, (at - start) as u64))
 }
 
-/// A memfd mapped shared into memory (the owner behind a file-backed object's `Bytes`).
-struct Mapped {
-    ptr: NonNull<u8>,
-    len: usize,
-    fd: RawFd,
-}
-
-// SAFETY: `Mapped` owns its mapping and descriptor exclusively and never mutates the mapping
-// after construction.
-unsafe impl Send for Mapped {}
-// SAFETY: shared access is read-only.
-unsafe impl Sync for Mapped {}
-
-impl AsRef<[u8]> for Mapped {
-    fn as_ref(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` initialized bytes owned by `self`.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        if let Ok(mut files) = FILES.write() {
-            files.remove(&(self.ptr.as_ptr() as usize));
-        }
-        // SAFETY: mapped and opened in `concat_file` with exactly these values; unmapped and
-        // closed once, here.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
-            libc::close(self.fd);
-        }
-        FILES_OPEN.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// The pieces copied into a new memfd of `len` bytes, mapped; `None` if the cap is reached or
 /// a call fails (everything opened is released again).
 fn concat_file(pieces: &[Bytes], len: usize) -> Option<Bytes> {
@@ -164,15 +166,11 @@ fn concat_file(pieces: &[Bytes], len: usize) -> Option<Bytes> {
             return release(fd);
         }
         let Some(ptr) = NonNull::new(p.cast::<u8>()) else { return release(fd) };
-        let mut at = 0;
-        for piece in pieces {
-            std::ptr::copy_nonoverlapping(piece.as_ptr(), ptr.as_ptr().add(at), piece.len());
-            at += piece.len();
-        }
+        copy_pieces(pieces, ptr);
         if let Ok(mut files) = FILES.write() {
             files.insert(ptr.as_ptr() as usize, (len, fd));
         }
-        Some(Bytes::from_owner(Mapped { ptr, len, fd }))
+        Some(Bytes::from_owner(Owned { ptr, len, backing: Backing::File(fd) }))
     }
 }
 
